@@ -1,0 +1,1 @@
+"""Video data: TFRecord schema, decoding, optical flow and tf.data pipelines."""

@@ -1,0 +1,1 @@
+"""Two-stage training (Sec. 4.3) under a tf.distribute strategy."""

@@ -1,0 +1,61 @@
+"""Packaging for lgd_tf: Local and Global Diffusion networks for video recognition."""
+
+import pathlib
+
+import setuptools
+
+HERE = pathlib.Path(__file__).parent
+
+
+def read_version():
+    for line in (HERE / "lgd_tf" / "__init__.py").read_text().splitlines():
+        if line.startswith("__version__"):
+            return line.split("=")[1].strip().strip('"')
+    raise RuntimeError("lgd_tf/__init__.py has no __version__ line")
+
+
+setuptools.setup(
+    name="lgd_tf",
+    version=read_version(),
+    description=(
+        "Local and Global Diffusion (LGD) networks for video recognition "
+        "in TensorFlow / Keras 3 (Qiu et al., CVPR 2019)."
+    ),
+    long_description=(HERE / "README.md").read_text(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=setuptools.find_packages(include=["lgd_tf", "lgd_tf.*"]),
+    install_requires=[
+        # TensorFlow itself comes from an extra: `cpu` or `gpu` (see README).
+        "keras>=3.10",
+        "gin-config>=0.5.0",
+        "absl-py>=2.1",
+        "numpy>=1.26",
+        "av>=14.0",
+        "opencv-contrib-python-headless>=4.10",
+        "scikit-learn>=1.5",
+    ],
+    extras_require={
+        "cpu": ["tensorflow-cpu>=2.21.0"],
+        "gpu": ["tensorflow[and-cuda]>=2.21.0"],
+        "tpu": ["tensorflow>=2.21.0"],
+        "test": [
+            "pytest>=8.0",
+            "pytest-xdist>=3.5",
+            "ruff>=0.6",
+        ],
+    },
+    entry_points={
+        "console_scripts": [
+            "lgd-train=lgd_tf.train:run",
+            "lgd-evaluate=lgd_tf.evaluate:run",
+            "lgd-export=lgd_tf.export:run",
+            "lgd-predict=lgd_tf.predict:run",
+        ]
+    },
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)
