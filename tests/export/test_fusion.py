@@ -1,0 +1,60 @@
+"""Two-stream late fusion (Sec. 5.5) against hand-computed values."""
+
+import numpy as np
+import pytest
+
+from lgd_tf.serving import fusion
+
+
+def test_fuse_scores_matches_a_hand_computation():
+    rgb = [[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]]
+    flow = [[0.1, 0.6, 0.3], [0.2, 0.2, 0.6]]
+    # w = 0.25: 0.75 * rgb + 0.25 * flow, written out element by element.
+    expected = [
+        [0.75 * 0.7 + 0.25 * 0.1, 0.75 * 0.2 + 0.25 * 0.6, 0.75 * 0.1 + 0.25 * 0.3],
+        [0.75 * 0.1 + 0.25 * 0.2, 0.75 * 0.1 + 0.25 * 0.2, 0.75 * 0.8 + 0.25 * 0.6],
+    ]
+    fused = fusion.fuse_scores(rgb, flow, flow_weight=0.25)
+    np.testing.assert_allclose(fused, expected, rtol=1e-6)
+    assert fused.dtype == np.float32
+
+
+def test_fusion_weight_end_points_select_one_stream():
+    rgb = np.array([0.5, 0.3, 0.2])
+    flow = np.array([0.1, 0.1, 0.8])
+    np.testing.assert_allclose(fusion.fuse_scores(rgb, flow, 0.0), rgb, rtol=1e-6)
+    np.testing.assert_allclose(fusion.fuse_scores(rgb, flow, 1.0), flow, rtol=1e-6)
+    # The default is the equal-weight average.
+    np.testing.assert_allclose(fusion.fuse_scores(rgb, flow), [0.3, 0.2, 0.5], rtol=1e-6)
+
+
+def test_fusion_can_change_the_top_class():
+    rgb = np.array([0.55, 0.45])
+    flow = np.array([0.1, 0.9])
+    assert np.argmax(fusion.fuse_scores(rgb, flow, 0.5)) == 1
+    assert np.argmax(fusion.fuse_scores(rgb, flow, 0.1)) == 0
+
+
+@pytest.mark.parametrize("weight", [-0.1, 1.5])
+def test_weight_outside_unit_interval_is_rejected(weight):
+    with pytest.raises(ValueError, match="flow_weight"):
+        fusion.fuse_scores([1.0], [0.0], weight)
+
+
+def test_shape_mismatch_is_rejected():
+    with pytest.raises(ValueError, match="same shape"):
+        fusion.fuse_scores(np.ones((2, 3)), np.ones((2, 4)))
+
+
+def test_fuse_by_media_id_matches_videos_not_positions():
+    rgb = {"a": np.array([1.0, 0.0]), "b": np.array([0.0, 1.0])}
+    flow = {"b": np.array([0.5, 0.5]), "a": np.array([0.0, 1.0])}
+    fused = fusion.fuse_scores_by_media_id(rgb, flow, flow_weight=0.5)
+    assert list(fused) == ["a", "b"]
+    np.testing.assert_allclose(fused["a"], [0.5, 0.5])
+    np.testing.assert_allclose(fused["b"], [0.25, 0.75])
+
+
+def test_fuse_by_media_id_rejects_different_video_sets():
+    with pytest.raises(ValueError, match="same videos"):
+        fusion.fuse_scores_by_media_id({"a": [1.0]}, {"b": [1.0]})
