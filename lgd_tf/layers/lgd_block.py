@@ -1,0 +1,107 @@
+"""The Local and Global Diffusion block (Sec. 3.1, Eq. 1-3; variants Eq. 8-9 of Sec. 5.3)."""
+
+import keras
+from keras import ops
+
+from lgd_tf.layers.low_rank import LowRankDense
+
+VARIANTS = ("lgd", "v1", "v2")
+
+
+@keras.saving.register_keras_serializable(package="lgd_tf")
+class LGDBlock(keras.layers.Layer):
+    """LGD block `{x_l, g_l} = B({x_{l-1}, g_{l-1}})` wrapping a local transformation F.
+
+    Variant "lgd" (Eq. 2-3):
+        x_l = ReLU(F(x_{l-1}) + US(W^{x,g} g_{l-1}))
+        g_l = ReLU(W^{g,x} P(x_l) + W^{g,g} g_{l-1})
+    Variant "v1" (Eq. 8): x_l as Eq. 2, g_l = P(x_l).
+    Variant "v2" (Eq. 9): x_l = ReLU(F(x_{l-1}) * US(sigmoid(W^{x,g} g_{l-1}))), g_l as Eq. 3.
+
+    US broadcasts a vector to every position, P is global average pooling over (T, H, W) and
+    every W is a `LowRankDense` of rank `C // rank_ratio` (C = output channels of F). In the
+    first block of a stage g_{l-1} is narrower than C, so W^{x,g} and W^{g,g} map C_{l-1} -> C.
+
+    Args:
+        local_unit: the layer F, mapping `(B, T, H, W, C_in)` to `(B, T', H', W', C)` without
+            its last ReLU (e.g. `P3DBottleneck`, `Bottleneck2D`).
+        rank_ratio: C / C-hat (16 in the paper).
+        variant: "lgd", "v1" or "v2".
+        zero_init_global_residual: initialise W^{x,g} to zero (its W1 factor), so the block
+            starts as the plain residual unit (Sec. 5.2).
+        kernel_initializer: initialiser of the projection factors (Glorot, Sec. 5.2).
+
+    Call on `[x, g]` with x `(B, T, H, W, C_in)`, g `(B, C_g)`; returns `[x_l, g_l]` with
+    x_l `(B, T', H', W', C)` and g_l `(B, C)`.
+    """
+
+    def __init__(self, local_unit, rank_ratio=16, variant="lgd", zero_init_global_residual=True,
+                 kernel_initializer="glorot_uniform", **kwargs):
+        super().__init__(**kwargs)
+        if variant not in VARIANTS:
+            raise ValueError(f"`variant` must be one of {VARIANTS}. Received: {variant!r}")
+        if int(rank_ratio) < 1:
+            raise ValueError(f"`rank_ratio` must be >= 1. Received: {rank_ratio}")
+        if isinstance(local_unit, dict):
+            local_unit = keras.saving.deserialize_keras_object(local_unit)
+        self.local_unit = local_unit
+        self.rank_ratio = int(rank_ratio)
+        self.variant = variant
+        self.zero_init_global_residual = bool(zero_init_global_residual)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+
+    def build(self, input_shape):
+        x_shape, g_shape = input_shape
+        if len(g_shape) != 2 or g_shape[-1] is None:
+            raise ValueError(f"Expected g of shape (B, C) with known C. Received: {g_shape}")
+        if not self.local_unit.built:
+            self.local_unit.build(x_shape)
+        channels = self.local_unit.compute_output_shape(x_shape)[-1]
+        rank = max(1, channels // self.rank_ratio)
+        init = keras.initializers.serialize(self.kernel_initializer)
+        self.global_to_local = LowRankDense(
+            channels, rank, down_initializer=init,
+            up_initializer="zeros" if self.zero_init_global_residual else init,
+            dtype=self.dtype_policy, name="global_to_local")
+        self.global_to_local.build(g_shape)
+        if self.variant != "v1":
+            self.local_to_global = LowRankDense(
+                channels, rank, down_initializer=init, up_initializer=init,
+                dtype=self.dtype_policy, name="local_to_global")
+            self.global_to_global = LowRankDense(
+                channels, rank, down_initializer=init, up_initializer=init,
+                dtype=self.dtype_policy, name="global_to_global")
+            self.local_to_global.build((None, channels))
+            self.global_to_global.build(g_shape)
+        self.channels = channels
+
+    def call(self, inputs, training=None):
+        x, g = inputs
+        f = self.local_unit(x, training=training)
+        residual = self.global_to_local(g)[:, None, None, None, :]
+        if self.variant == "v2":
+            x_out = ops.relu(f * ops.sigmoid(residual))
+        else:
+            x_out = ops.relu(f + residual)
+        pooled = ops.mean(x_out, axis=(1, 2, 3))
+        if self.variant == "v1":
+            g_out = pooled
+        else:
+            g_out = ops.relu(self.local_to_global(pooled) + self.global_to_global(g))
+        return [x_out, g_out]
+
+    def compute_output_shape(self, input_shape):
+        x_shape, g_shape = input_shape
+        x_out = self.local_unit.compute_output_shape(x_shape)
+        return [tuple(x_out), (g_shape[0], x_out[-1])]
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "local_unit": keras.saving.serialize_keras_object(self.local_unit),
+            "rank_ratio": self.rank_ratio,
+            "variant": self.variant,
+            "zero_init_global_residual": self.zero_init_global_residual,
+            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+        })
+        return config
