@@ -1,7 +1,7 @@
 """Keras layers of LGD networks: LGD block (Eq. 2-3, 8, 9), residual units, Tensor Sketch."""
 
 from lgd_tf.layers.heads import LocalGlobalSketch, PixelNormalization
-from lgd_tf.layers.lgd_block import LGDBlock
+from lgd_tf.layers.lgd_block import VARIANTS, LGDBlock
 from lgd_tf.layers.low_rank import LowRankDense
 from lgd_tf.layers.residual_units import Bottleneck2D, P3DBottleneck
 from lgd_tf.layers.tensor_sketch import TensorSketch
@@ -14,4 +14,5 @@ __all__ = [
     "P3DBottleneck",
     "PixelNormalization",
     "TensorSketch",
+    "VARIANTS",
 ]

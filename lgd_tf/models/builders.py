@@ -1,0 +1,116 @@
+"""`lgd3d` and `lgd2d`: the LGD-3D / LGD-2D models of the paper (Sec. 4, Table 1)."""
+
+import keras
+
+from lgd_tf.models.backbone import LGD2DBackbone, LGD3DBackbone, _Backbone
+from lgd_tf.models.classifier import LGDClassifier
+from lgd_tf.models.inflation import inflate_backbone, load_keras_resnet
+
+
+def lgd3d(depth=50, num_classes=400, *, head="stage2", num_frames=16, input_channels=3,
+          long_clip=False, use_lgd=True, variant="lgd", rank_ratio=16, stage_blocks=None,
+          base_filters=64, zero_init_global_residual=True, sketch_dim=8192,
+          sketch_signed_sqrt_l2=False, weights=None, inflate_from=None, name="lgd3d"):
+    """LGD-3D (Sec. 4.2, Table 1) on raw clips `(B, num_frames, H, W, input_channels)`.
+
+    Args:
+        depth: 50, 101 or 152 (ResNet depth table), unless `stage_blocks` is given.
+        num_classes: K.
+        head: "stage1" (Eq. 6 heads), "stage2" (Eq. 4-5 classifier) or None (the backbone
+            alone, outputs {"local", "global", "res2".."res5"}).
+        num_frames: clip length T (16; 128 with `long_clip=True` for the Long setting).
+        input_channels: 3 for RGB, 2 for flow.
+        long_clip: pool1 temporal stride 4 instead of 2 (Sec. 5.4).
+        use_lgd: False gives the P3D baseline of Table 2.
+        variant: "lgd", "v1" (Eq. 8) or "v2" (Eq. 9).
+        rank_ratio: C / C-hat of the low-rank projections (16).
+        stage_blocks: units per stage, e.g. (1, 1, 1, 1) for tiny models.
+        base_filters: width of conv1 and res2 (64); stage s has base_filters * 2^(s-2)
+            bottleneck filters and 4x as many outputs.
+        zero_init_global_residual: W^{x,g} = 0 at init (Sec. 5.2).
+        sketch_dim: Tensor Sketch dimension d of the stage-2 head.
+        sketch_signed_sqrt_l2: optional normalisation of the Eq. 5 features (not in the paper).
+        weights: path of a trained lgd model (.keras or .weights.h5): backbone weights always,
+            head weights only where they fit (same num_classes and head).
+        inflate_from: path of a keras.applications ResNet weights file of the same depth
+            (Sec. 5.2 initialisation).
+        name: model name.
+    """
+    backbone = LGD3DBackbone(
+        depth=depth, stage_blocks=stage_blocks, base_filters=base_filters,
+        num_frames=num_frames, input_channels=input_channels, long_clip=long_clip,
+        use_lgd=use_lgd, variant=variant, rank_ratio=rank_ratio,
+        zero_init_global_residual=zero_init_global_residual,
+        name="backbone" if head is not None else name)
+    return _finish(backbone, num_classes, head, sketch_dim, sketch_signed_sqrt_l2, weights,
+                   inflate_from, depth, name)
+
+
+def lgd2d(depth=50, num_classes=400, *, num_segments=3, head="stage2", input_channels=3,
+          use_lgd=True, variant="lgd", rank_ratio=16, stage_blocks=None, base_filters=64,
+          zero_init_global_residual=True, sketch_dim=8192, sketch_signed_sqrt_l2=False,
+          weights=None, inflate_from=None, name="lgd2d"):
+    """LGD-2D (Sec. 4.1) on `(B, num_segments, H, W, input_channels)`, one frame per segment.
+
+    `use_lgd=False` gives the TSN baseline. Other arguments as `lgd3d`.
+    """
+    backbone = LGD2DBackbone(
+        depth=depth, stage_blocks=stage_blocks, base_filters=base_filters,
+        num_frames=num_segments, input_channels=input_channels, use_lgd=use_lgd,
+        variant=variant, rank_ratio=rank_ratio,
+        zero_init_global_residual=zero_init_global_residual,
+        name="backbone" if head is not None else name)
+    return _finish(backbone, num_classes, head, sketch_dim, sketch_signed_sqrt_l2, weights,
+                   inflate_from, depth, name)
+
+
+def _finish(backbone, num_classes, head, sketch_dim, sketch_signed_sqrt_l2, weights,
+            inflate_from, depth, name):
+    if inflate_from is not None:
+        inflate_backbone(backbone, load_keras_resnet(inflate_from, depth))
+    if head is None:
+        model = backbone
+    else:
+        model = LGDClassifier(backbone, num_classes, head=head, sketch_dim=sketch_dim,
+                              sketch_signed_sqrt_l2=sketch_signed_sqrt_l2, name=name)
+    if weights is not None:
+        load_lgd_weights(model, weights)
+    return model
+
+
+def _backbone_of(model):
+    return model if isinstance(model, _Backbone) else model.get_layer("backbone")
+
+
+def load_lgd_weights(model, path):
+    """Load a trained lgd model's weights into `model` (backbone always, head where it fits).
+
+    `.keras`: the saved model is loaded, its backbone copied (same architecture required)
+    and every head layer with the same name and weight shapes copied too. `.weights.h5`:
+    `load_weights` with mismatched layers (e.g. another num_classes) skipped.
+    """
+    path = str(path)
+    if path.endswith(".weights.h5"):
+        model.load_weights(path, skip_mismatch=True)
+        return model
+    if not path.endswith(".keras"):
+        raise ValueError(f"`weights` must be a .keras or .weights.h5 file. Received: {path}")
+    source = keras.saving.load_model(path, compile=False)
+    src_backbone, dst_backbone = _backbone_of(source), _backbone_of(model)
+    src_weights = src_backbone.get_weights()
+    dst_shapes = [tuple(w.shape) for w in dst_backbone.weights]
+    if [w.shape for w in src_weights] != dst_shapes:
+        raise ValueError(
+            f"The backbone in {path} does not match this model's backbone (depth, widths, "
+            "use_lgd, variant and input_channels must agree).")
+    dst_backbone.set_weights(src_weights)
+    if model is dst_backbone or source is src_backbone:
+        return model
+    source_layers = {layer.name: layer for layer in source.layers}
+    for layer in model.layers:
+        if layer is dst_backbone or not layer.weights or layer.name not in source_layers:
+            continue
+        src = source_layers[layer.name].get_weights()
+        if [w.shape for w in src] == [tuple(w.shape) for w in layer.weights]:
+            layer.set_weights(src)
+    return model
