@@ -1,6 +1,9 @@
 """`lgd3d` and `lgd2d`: the LGD-3D / LGD-2D models of the paper (Sec. 4, Table 1)."""
 
+import warnings
+
 import keras
+from absl import logging
 
 from lgd_tf.models.backbone import LGD2DBackbone, LGD3DBackbone, _Backbone
 from lgd_tf.models.classifier import LGDClassifier
@@ -91,7 +94,11 @@ def load_lgd_weights(model, path):
     """
     path = str(path)
     if path.endswith(".weights.h5"):
-        model.load_weights(path, skip_mismatch=True)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model.load_weights(path, skip_mismatch=True)
+        if caught:
+            logging.info("Layers of %s that did not fit were skipped (e.g. another head).", path)
         return model
     if not path.endswith(".keras"):
         raise ValueError(f"`weights` must be a .keras or .weights.h5 file. Received: {path}")

@@ -1,0 +1,156 @@
+"""Heads (Eq. 4-6), class_probabilities, weights loading and saved-model round trips."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import lgd_tf
+from lgd_tf.models import class_probabilities
+from tests.test_case import assert_config_round_trip, assert_keras_round_trip
+
+RNG = np.random.default_rng(4)
+TINY = {"stage_blocks": (1, 1, 1, 1), "base_filters": 8, "num_frames": 4}
+
+
+def clip(batch=2):
+    return RNG.integers(0, 256, (batch, 4, 32, 32, 3)).astype("uint8")
+
+
+def softmax(v):
+    e = np.exp(v - v.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def numpy_sketch(v, layer):
+    """TS via NumPy's FFT: count sketches with np.add.at, product of the spectra."""
+    d = layer.output_dim
+    out = []
+    for h, s in ((layer.hash1, layer.sign1), (layer.hash2, layer.sign2)):
+        sketch = np.zeros(v.shape[:-1] + (d,))
+        np.add.at(np.moveaxis(sketch, -1, 0), h.numpy(), np.moveaxis(v * s.numpy(), -1, 0))
+        out.append(np.fft.rfft(sketch, axis=-1))
+    return np.fft.irfft(out[0] * out[1], n=d, axis=-1)
+
+
+def test_stage2_head_is_eq_4_5():
+    model = lgd_tf.models.lgd3d(num_classes=5, sketch_dim=32, **TINY)
+    x = clip()
+    logits = model(x)["combined"].numpy()
+    features = model.get_layer("backbone")(x)
+    local, glob = features["local"].numpy().astype("float64"), features["global"].numpy()
+    sketch = model.get_layer("local_global_sketch").sketch
+    phi = np.concatenate([numpy_sketch(local, sketch).mean(axis=(1, 2, 3)),
+                          numpy_sketch(glob.astype("float64"), sketch)], axis=-1)
+    kernel, bias = model.get_layer("combined_logits").get_weights()
+    np.testing.assert_allclose(logits, phi @ kernel + bias, rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(class_probabilities(model(x)), softmax(logits), rtol=1e-5)
+
+
+def test_stage1_heads_are_eq_6():
+    model = lgd_tf.models.lgd2d(num_classes=4, head="stage1", num_segments=3,
+                                stage_blocks=(1, 1, 1, 1), base_filters=8)
+    x = RNG.integers(0, 256, (2, 3, 32, 32, 3)).astype("uint8")
+    out = model(x)
+    features = model.get_layer("backbone")(x)
+    wg, bg = model.get_layer("global_logits").get_weights()
+    wl, bl = model.get_layer("local_logits").get_weights()
+    np.testing.assert_allclose(out["global"], features["global"].numpy() @ wg + bg, rtol=1e-4,
+                               atol=1e-5)
+    pooled = features["local"].numpy().mean(axis=(1, 2, 3))
+    np.testing.assert_allclose(out["local"], pooled @ wl + bl, rtol=1e-4, atol=1e-5)
+    expected = 0.5 * (softmax(out["global"].numpy()) + softmax(out["local"].numpy()))
+    np.testing.assert_allclose(class_probabilities(out), expected, rtol=1e-5)
+
+
+def test_class_probabilities_rejects_other_dicts():
+    with pytest.raises(ValueError, match="Received keys"):
+        class_probabilities({"local": np.zeros((1, 2)), "global": np.zeros((1, 2)),
+                             "res5": np.zeros((1, 2))})
+    with pytest.raises(ValueError, match="dict"):
+        class_probabilities(np.zeros((1, 2)))
+
+
+def test_logits_stay_float32_under_mixed_precision():
+    # bfloat16: the CPU has no float16 MaxPool3D kernel (GPUs have both).
+    keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
+    try:
+        model = lgd_tf.models.lgd3d(num_classes=3, sketch_dim=16, **TINY)
+        out = model(clip(1))
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")
+    assert keras.backend.standardize_dtype(out["combined"].dtype) == "float32"
+    assert np.isfinite(out["combined"].numpy()).all()
+
+
+@pytest.mark.parametrize("head", ["stage1", "stage2", None])
+def test_keras_round_trip(head, tmp_path):
+    model = lgd_tf.models.lgd3d(num_classes=3, head=head, variant="v2", sketch_dim=16, **TINY)
+    if head is not None:
+        assert isinstance(model.get_layer("backbone"), lgd_tf.models.LGD3DBackbone)
+        assert_config_round_trip(model)
+    loaded = assert_keras_round_trip(model, clip(), str(tmp_path / "m.keras"))
+    assert loaded.get_config() == model.get_config()
+
+
+def test_saved_model_round_trip(tmp_path):
+    model = lgd_tf.models.lgd2d(num_classes=3, num_segments=2, stage_blocks=(1, 1, 1, 1),
+                                base_filters=8, sketch_dim=16)
+    x = RNG.integers(0, 256, (2, 2, 32, 32, 3)).astype("float32")
+    expected = model(x)["combined"].numpy()
+    model.export(str(tmp_path / "export"), verbose=False)
+    reloaded = tf.saved_model.load(str(tmp_path / "export"))
+    np.testing.assert_allclose(reloaded.serve(x)["combined"], expected, rtol=1e-5, atol=1e-6)
+    module = tf.Module()
+    module.model = model
+    module.serve = tf.function(lambda pixels: model(pixels, training=False), input_signature=[
+        tf.TensorSpec((None, 2, None, None, 3), tf.float32)])
+    tf.saved_model.save(module, str(tmp_path / "tfsave"))
+    restored = tf.saved_model.load(str(tmp_path / "tfsave"))
+    np.testing.assert_allclose(restored.serve(x)["combined"], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_weights_keep_backbone_and_matching_head(tmp_path):
+    source = lgd_tf.models.lgd3d(num_classes=5, head="stage1", **TINY)
+    x = clip()
+    source(x)
+    path = str(tmp_path / "stage1.keras")
+    source.save(path)
+    same = lgd_tf.models.lgd3d(num_classes=5, head="stage1", weights=path, **TINY)
+    for key, value in source(x).items():
+        np.testing.assert_allclose(same(x)[key], value, rtol=1e-6)
+    finetune = lgd_tf.models.lgd3d(num_classes=7, head="stage1", weights=path, **TINY)
+    np.testing.assert_allclose(finetune.get_layer("backbone")(x)["global"],
+                               source.get_layer("backbone")(x)["global"], rtol=1e-6)
+    assert finetune(x)["global"].shape == (2, 7)
+    stage2 = lgd_tf.models.lgd3d(num_classes=5, sketch_dim=16, weights=path, **TINY)
+    np.testing.assert_allclose(stage2.get_layer("backbone")(x)["local"],
+                               source.get_layer("backbone")(x)["local"], rtol=1e-6)
+    weights_path = str(tmp_path / "stage1.weights.h5")
+    source.save_weights(weights_path)
+    other = lgd_tf.models.lgd3d(num_classes=7, head="stage1", weights=weights_path, **TINY)
+    np.testing.assert_allclose(other.get_layer("backbone")(x)["global"],
+                               source.get_layer("backbone")(x)["global"], rtol=1e-6)
+
+
+def test_stage1_to_stage2_backbone_copy():
+    s1 = lgd_tf.models.lgd3d(num_classes=3, head="stage1", **TINY)
+    s2 = lgd_tf.models.lgd3d(num_classes=3, head="stage2", sketch_dim=16, **TINY)
+    s2.get_layer("backbone").set_weights(s1.get_layer("backbone").get_weights())
+    x = clip(1)
+    np.testing.assert_allclose(s2.get_layer("backbone")(x)["global"],
+                               s1.get_layer("backbone")(x)["global"], rtol=1e-6)
+
+
+def test_bad_arguments(tmp_path):
+    with pytest.raises(ValueError, match="head"):
+        lgd_tf.models.lgd3d(head="stage3", **TINY)
+    with pytest.raises(ValueError, match="num_classes"):
+        lgd_tf.models.lgd3d(num_classes=0, **TINY)
+    with pytest.raises(ValueError, match="weights"):
+        lgd_tf.models.lgd3d(weights=str(tmp_path / "m.ckpt"), **TINY)
+    small = lgd_tf.models.lgd3d(head="stage1", **TINY)
+    small.save(str(tmp_path / "small.keras"))
+    with pytest.raises(ValueError, match="backbone"):
+        lgd_tf.models.lgd3d(head="stage1", weights=str(tmp_path / "small.keras"),
+                            **{**TINY, "base_filters": 4})
