@@ -1,0 +1,87 @@
+"""One interface over an exported SavedModel and a `.keras` file: video frames -> scores.
+
+Both score a video the way evaluation does (Sec. 5.2): `lgd_tf.data.eval_views` builds the
+views from the decoded frames and the views' class probabilities are averaged. For a SavedModel
+this is its `serve_frames` signature; for a `.keras` file the same `VideoClassifierModule` is
+built in memory.
+"""
+
+import json
+
+import numpy as np
+import tensorflow as tf
+
+from lgd_tf.serving import loading, module
+
+
+class VideoClassifier:
+    """Scores one video's decoded frames.
+
+    Attributes:
+        path: where the model came from.
+        class_names: list of K names.
+        input_channels: 3 (RGB) or 2 (optical flow).
+        sampling: the `module.Sampling` used to build the views.
+    """
+
+    def __init__(self, path, serve_frames, class_names, sampling):
+        self.path = str(path)
+        self._serve_frames = serve_frames
+        self.class_names = list(class_names)
+        self.sampling = sampling
+        spec = serve_frames.structured_input_signature[1]["frames"]
+        self.input_channels = int(spec.shape[-1])
+
+    @property
+    def modality(self):
+        return "flow" if self.input_channels == 2 else "rgb"
+
+    def video_probabilities(self, frames):
+        """uint8 frames `(N, H, W, C)` of one video -> probabilities `(K,)` (mean over views)."""
+        frames = np.asarray(frames)
+        if frames.ndim != 4 or frames.shape[0] == 0 or frames.shape[-1] != self.input_channels:
+            raise ValueError(
+                f"Expected frames (N >= 1, H, W, {self.input_channels}). "
+                f"Received: shape {frames.shape}")
+        outputs = self._serve_frames(frames=tf.constant(frames, tf.uint8))
+        return outputs["probabilities"].numpy()[0]
+
+
+def load_classifier(path, *, num_clips=None, num_crops=None, short_side=None):
+    """Loads an export dir (with or without the version subdirectory) or a `.keras` file.
+
+    `num_clips`, `num_crops` and `short_side` override the evaluation sampling of a `.keras`
+    model; a SavedModel's sampling is fixed at export, so they must be None for it.
+    """
+    saved_model_dir = loading.find_saved_model(path)
+    if saved_model_dir is not None:
+        overrides = {"num_clips": num_clips, "num_crops": num_crops, "short_side": short_side}
+        given = {k: v for k, v in overrides.items() if v is not None}
+        if given:
+            raise ValueError(
+                "A SavedModel's sampling is fixed when it is exported (lgd_tf.export flags). "
+                f"Received: {given} for {saved_model_dir}")
+        return _load_saved_model(saved_model_dir)
+    model, class_names, keras_path = loading.load_keras_model(path)
+    sampling = module.default_sampling(model, num_clips=num_clips, num_crops=num_crops or 1,
+                                       short_side=short_side)
+    serving = module.VideoClassifierModule(model, class_names, sampling=sampling,
+                                           top_k=len(class_names))
+    concrete = serving.serve_frames.get_concrete_function()
+    return VideoClassifier(keras_path, concrete, class_names, sampling)
+
+
+def _load_saved_model(saved_model_dir):
+    try:
+        loaded = tf.saved_model.load(str(saved_model_dir))
+        serve_frames = loaded.signatures[module.SERVE_FRAMES]
+        class_names = [n.decode("utf-8") for n in loaded.class_names.numpy()]
+        sampling = module.Sampling(**json.loads(loaded.sampling_json.numpy().decode("utf-8")))
+    except (KeyError, AttributeError) as error:
+        raise ValueError(
+            f"{saved_model_dir} is not an lgd_tf export (needs the {module.SERVE_FRAMES} "
+            f"signature, class names and sampling). Received: {loading.one_line(error)}"
+        ) from error
+    classifier = VideoClassifier(saved_model_dir, serve_frames, class_names, sampling)
+    classifier.loaded = loaded  # keeps the variables alive with the signature
+    return classifier

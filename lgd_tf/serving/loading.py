@@ -1,0 +1,92 @@
+"""Finding and loading trained models: model_dir, `.keras` files and exported SavedModels.
+
+Trust model: a `.keras` file is loaded with `safe_mode=True` (only classes registered with
+Keras or lgd_tf are built, no Lambda/pickled code); a SavedModel is a TensorFlow graph that is
+executed as is, so only load SavedModels you trust (as with any TF Serving model).
+"""
+
+import pathlib
+
+import keras
+
+CLASS_NAMES_FILE = "class_names.txt"
+STAGE_FILES = ("stage2.keras", "stage1.keras")
+SAVED_MODEL_FILE = "saved_model.pb"
+
+
+def find_keras_file(model_dir_or_keras_path):
+    """`model_dir/stage2.keras`, else `model_dir/stage1.keras`, or the `.keras` path itself."""
+    path = pathlib.Path(model_dir_or_keras_path)
+    if path.is_dir():
+        for name in STAGE_FILES:
+            if (path / name).is_file():
+                return path / name
+        raise ValueError(
+            f"No trained model in {path}: expected {' or '.join(STAGE_FILES)} there. "
+            f"Received: {path}")
+    if path.suffix == ".keras" and path.is_file():
+        return path
+    raise ValueError(
+        f"Expected a model_dir or an existing .keras file. Received: {model_dir_or_keras_path}")
+
+
+def read_class_names(path, num_classes):
+    """Class names from `path` (one per line); `None` path -> "0", "1", ... ."""
+    if path is None:
+        return [str(i) for i in range(num_classes)]
+    names = [line.strip() for line in pathlib.Path(path).read_text().splitlines()]
+    names = [name for name in names if name]
+    if len(names) != num_classes:
+        raise ValueError(
+            f"{path} must hold one class name per model output ({num_classes}). "
+            f"Received: {len(names)} names")
+    return names
+
+
+def load_keras_model(model_dir_or_keras_path):
+    """Loads a trained classifier and its class names.
+
+    Class names come from `class_names.txt` next to the `.keras` file (a model_dir and an export
+    dir both have one); without it the names are the class indices.
+
+    Returns:
+        `(model, class_names, keras_path)`.
+    """
+    import lgd_tf  # noqa: F401  (registers the lgd_tf Keras classes for deserialisation)
+
+    keras_path = find_keras_file(model_dir_or_keras_path)
+    try:
+        model = keras.saving.load_model(keras_path, safe_mode=True, compile=False)
+    except Exception as error:  # Keras raises many types for a corrupt or foreign file.
+        raise ValueError(f"Could not load {keras_path}: {one_line(error)}") from error
+    names_file = keras_path.parent / CLASS_NAMES_FILE
+    num_classes = _num_outputs(model)
+    class_names = read_class_names(names_file if names_file.is_file() else None, num_classes)
+    return model, class_names, keras_path
+
+
+def find_saved_model(path):
+    """The SavedModel directory for `path`: itself, or its highest numeric version subdirectory
+    (TF Serving's `export_dir/<version>/` layout). `None` if there is none."""
+    path = pathlib.Path(path)
+    if not path.is_dir():
+        return None
+    if (path / SAVED_MODEL_FILE).is_file():
+        return path
+    versions = [p for p in path.iterdir()
+                if p.name.isdigit() and (p / SAVED_MODEL_FILE).is_file()]
+    if not versions:
+        return None
+    return max(versions, key=lambda p: int(p.name))
+
+
+def _num_outputs(model):
+    from lgd_tf.serving.module import num_classes
+
+    return num_classes(model)
+
+
+def one_line(error):
+    """The first line of an error message (for one-line command-line errors)."""
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
