@@ -12,6 +12,8 @@ shortcut.
 import keras
 from keras import ops
 
+from lgd_tf.layers.batch_norm import BatchNormalization
+
 
 class _Bottleneck(keras.layers.Layer):
     """1x1 -> 1x3x3 [-> k x 1 x 1] -> 1x1 bottleneck with BatchNorm, projection shortcut."""
@@ -44,7 +46,7 @@ class _Bottleneck(keras.layers.Layer):
             kernel_initializer=self.kernel_initializer, dtype=self.dtype_policy, name=name)
 
     def _bn(self, name):
-        return keras.layers.BatchNormalization(
+        return BatchNormalization(
             momentum=self.bn_momentum, epsilon=self.bn_epsilon, dtype=self.dtype_policy,
             name=name)
 

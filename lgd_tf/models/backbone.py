@@ -4,6 +4,7 @@ import keras
 
 from lgd_tf.layers import (
     VARIANTS,
+    BatchNormalization,
     Bottleneck2D,
     LGDBlock,
     P3DBottleneck,
@@ -52,12 +53,12 @@ def _stem(x, filters, temporal, pool1_stride):
     x = keras.layers.ZeroPadding3D((0, 3, 3), name="conv1_pad")(x)
     x = keras.layers.Conv3D(filters, (1, 7, 7), strides=(1, 2, 2), use_bias=False,
                             name="conv1_spatial")(x)
-    x = keras.layers.BatchNormalization(epsilon=1.001e-5, name="conv1_spatial_bn")(x)
+    x = BatchNormalization(epsilon=1.001e-5, name="conv1_spatial_bn")(x)
     x = keras.layers.ReLU(name="conv1_spatial_relu")(x)
     if temporal:
         x = keras.layers.Conv3D(filters, (3, 1, 1), padding="same", use_bias=False,
                                 name="conv1_temporal")(x)
-        x = keras.layers.BatchNormalization(epsilon=1.001e-5, name="conv1_temporal_bn")(x)
+        x = BatchNormalization(epsilon=1.001e-5, name="conv1_temporal_bn")(x)
         x = keras.layers.ReLU(name="conv1_temporal_relu")(x)
         return keras.layers.MaxPool3D((pool1_stride, 1, 1), name="pool1")(x)
     x = keras.layers.ZeroPadding3D((0, 1, 1), name="pool1_pad")(x)
