@@ -109,6 +109,7 @@ def run(argv=None):
         print(_usage())
         return 0
     try:
+        FLAGS.unparse_flags()  # run() may be called more than once in a process
         FLAGS(argv)
         for name in ("model_dir", "export_dir"):
             if not FLAGS[name].value:

@@ -156,12 +156,15 @@ def run(argv=None):
         print(_usage())
         return 0
     try:
+        FLAGS.unparse_flags()  # run() may be called more than once in a process
         FLAGS(argv)
         for name in ("model", "video"):
             if not FLAGS[name].value:
                 raise ValueError(f"--{name} is required. Received: {argv[1:]}")
         if FLAGS.top_k < 1:
             raise ValueError(f"--top_k must be >= 1. Received: {FLAGS.top_k}")
+        if not 0.0 <= FLAGS.fusion_weight <= 1.0:
+            raise ValueError(f"--fusion_weight must be in [0, 1]. Received: {FLAGS.fusion_weight}")
         prediction = predict_video(
             FLAGS.model, FLAGS.video, fuse_with=FLAGS.fuse_with,
             fusion_weight=FLAGS.fusion_weight, num_clips=FLAGS.num_clips,

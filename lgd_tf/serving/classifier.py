@@ -29,7 +29,7 @@ class VideoClassifier:
         self._serve_frames = serve_frames
         self.class_names = list(class_names)
         self.sampling = sampling
-        spec = serve_frames.structured_input_signature[1]["frames"]
+        spec = tf.nest.flatten(serve_frames.structured_input_signature)[0]
         self.input_channels = int(spec.shape[-1])
 
     @property

@@ -1,0 +1,112 @@
+"""Fixtures of the export tests: a tiny LGD-3D trained to tell bright from dark clips, its
+model_dir, its export (through the command line) and videos written with PyAV."""
+
+import os
+import subprocess
+import sys
+
+import av
+import keras
+import numpy as np
+import pytest
+
+import lgd_tf
+
+CLASS_NAMES = ["dark", "bright"]
+NUM_FRAMES = 4
+# Sampling of the exported serve_frames / serve_encoded (small, to keep the tests fast).
+SHORT_SIDE = 32
+NUM_CLIPS = 2
+TINY = {"stage_blocks": (1, 1, 1, 1), "base_filters": 8, "num_frames": NUM_FRAMES,
+        "sketch_dim": 64}
+
+
+def tiny_lgd3d(num_classes=2, **kwargs):
+    return lgd_tf.models.lgd3d(num_classes=num_classes, **{**TINY, **kwargs})
+
+
+def bright_or_dark_clips(rng, labels, size=(32, 32), channels=3):
+    """Clips of uniform noise: pixels in [150, 250) for label 1 (bright), [0, 100) for 0."""
+    labels = np.asarray(labels)
+    low = np.where(labels == 1, 150, 0)[:, None, None, None, None]
+    noise = rng.integers(0, 100, (len(labels), NUM_FRAMES, *size, channels))
+    return (low + noise).astype(np.uint8)
+
+
+def recalibrate_batch_norm(model, clips):
+    """Sets every BatchNormalization's moving statistics to those of `clips` (one batch with
+    momentum 0), so inference after a few dozen training steps uses the right statistics."""
+    layers = [layer for layer in model._flatten_layers()
+              if isinstance(layer, keras.layers.BatchNormalization)]
+    momenta = [layer.momentum for layer in layers]
+    for layer in layers:
+        layer.momentum = 0.0
+    model(clips.astype("float32"), training=True)
+    for layer, momentum in zip(layers, momenta, strict=True):
+        layer.momentum = momentum
+
+
+def write_video(path, frames, fps=8, codec="mpeg4"):
+    """Writes uint8 RGB frames (N, H, W, 3) to a video file with PyAV."""
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.height, stream.width = frames.shape[1:3]
+        stream.pix_fmt = "yuv420p"
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+@pytest.fixture(scope="session")
+def trained_model_dir(tmp_path_factory):
+    """A model_dir (stage2.keras + class_names.txt) of a tiny LGD-3D that recognises bright
+    vs dark clips: 24 Adam steps on 64 clips, then BN statistics recalibrated."""
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    model = tiny_lgd3d()
+    labels = rng.integers(0, 2, 64)
+    clips = bright_or_dark_clips(rng, labels)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3),
+                  loss={"combined": keras.losses.SparseCategoricalCrossentropy(from_logits=True)})
+    model.fit(clips.astype("float32"), {"combined": labels.astype("int32")}, batch_size=8,
+              epochs=3, verbose=0)
+    recalibrate_batch_norm(model, clips)
+    model_dir = tmp_path_factory.mktemp("model_dir")
+    model.save(model_dir / "stage2.keras")
+    (model_dir / "class_names.txt").write_text("\n".join(CLASS_NAMES) + "\n")
+    return model_dir
+
+
+@pytest.fixture(scope="session")
+def trained_model(trained_model_dir):
+    return keras.saving.load_model(trained_model_dir / "stage2.keras", safe_mode=True)
+
+
+@pytest.fixture(scope="session")
+def exported(trained_model_dir, tmp_path_factory):
+    """`python -m lgd_tf.export` run on the trained model_dir; returns (export_dir, stdout)."""
+    export_dir = tmp_path_factory.mktemp("export") / "bright_dark"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    result = subprocess.run(
+        [sys.executable, "-m", "lgd_tf.export", f"--model_dir={trained_model_dir}",
+         f"--export_dir={export_dir}", f"--short_side={SHORT_SIDE}",
+         f"--num_clips={NUM_CLIPS}", "--top_k=2"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    return export_dir, result.stdout
+
+
+@pytest.fixture(scope="session")
+def videos(tmp_path_factory):
+    """A bright and a dark 12-frame 40x56 video (noise around a grey level)."""
+    rng = np.random.default_rng(1)
+    folder = tmp_path_factory.mktemp("videos")
+    paths = {}
+    for name, label in (("dark", 0), ("bright", 1)):
+        frames = bright_or_dark_clips(rng, [label] * 3, size=(40, 56)).reshape(12, 40, 56, 3)
+        paths[name] = write_video(folder / f"{name}.mp4", frames)
+    return paths
