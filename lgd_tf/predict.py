@@ -69,13 +69,17 @@ class Prediction:
 def video_frames(video_path, channels, short_side):
     """Decoded frames `(N, H, W, channels)` uint8: RGB (3) or quantised TV-L1 flow (2)."""
     from lgd_tf import data
+    from lgd_tf.data import flow
 
+    if channels not in (2, 3):
+        raise ValueError(f"Models take 3 (RGB) or 2 (flow) channels. Received: {channels}")
     frames = data.decode_video(video_path, short_side=short_side)
     if channels == 3:
         return frames
-    if channels == 2:
-        return data.flow_frames(frames)[..., :2]
-    raise ValueError(f"Models take 3 (RGB) or 2 (flow) channels. Received: {channels}")
+    if len(frames) < 2:
+        raise data.VideoError(f"Flow needs at least 2 frames; {video_path} has {len(frames)}")
+    # The TFRecord builder's quantisation (lgd_tf.data.flow), without its JPEG round trip.
+    return flow.quantize_flow(flow.tvl1_flow(frames))[..., :2]
 
 
 def predict_video(model, video, *, fuse_with=None, fusion_weight=fusion.DEFAULT_FLOW_WEIGHT,

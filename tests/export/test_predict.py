@@ -155,3 +155,36 @@ def test_predict_command_error_has_no_traceback(trained_model_dir, tmp_path):
     assert result.returncode == 2
     assert result.stdout == ""
     assert "clip.mp4" in _one_error_line(result.stderr)
+
+
+def test_two_stream_fusion_weighs_the_flow_model(trained_model_dir, videos, tmp_path, capsys):
+    """RGB + flow (Sec. 5.5): fused = (1 - w) rgb + w flow, whichever model is given first;
+    the flow stream scores quantised TV-L1 flow of the decoded frames."""
+    from lgd_tf.data import flow
+
+    keras.utils.set_random_seed(9)
+    flow_model = tiny_lgd3d(head="stage1", input_channels=2)
+    flow_path = tmp_path / "flow.keras"
+    flow_model.save(flow_path)
+    (tmp_path / "class_names.txt").write_text("dark\nbright\n")
+
+    rgb_path = trained_model_dir / "stage2.keras"
+    frames = lgd_tf.data.decode_video(videos["bright"], short_side=SHORT_SIDE)
+    flow_frames = flow.quantize_flow(flow.tvl1_flow(frames))[..., :2]
+    assert flow_frames.shape == (len(frames) - 1, *frames.shape[1:3], 2)
+    views = lgd_tf.data.eval_views(flow_frames, model="3d", num_frames=NUM_FRAMES,
+                                   num_clips=NUM_CLIPS, num_crops=1, short_side=SHORT_SIDE)
+    p_flow = keras.ops.convert_to_numpy(lgd_tf.models.class_probabilities(
+        flow_model(keras.ops.cast(views, "float32")))).mean(axis=0)
+    p_rgb = _reference_probabilities(keras.saving.load_model(rgb_path), videos["bright"])
+    expected = 0.75 * p_rgb + 0.25 * p_flow
+
+    for first, second in ((rgb_path, flow_path), (flow_path, rgb_path)):
+        code, out, err = _run(capsys, f"--model={first}", f"--fuse_with={second}",
+                              "--fusion_weight=0.25", f"--video={videos['bright']}", "--json",
+                              *KERAS_SAMPLING)
+        assert code == 0, err
+        result = json.loads(out)
+        scores = {e["label"]: e["score"] for e in result["top_k"]}
+        assert scores == pytest.approx({"dark": expected[0], "bright": expected[1]}, rel=1e-4)
+        assert sorted(m["modality"] for m in result["models"]) == ["flow", "rgb"]
