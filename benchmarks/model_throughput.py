@@ -6,7 +6,7 @@ ratio to the fp32 matmul peak measured in the same run, and the wall-time ratio 
 baseline. All figures come from one run; on a shared machine they are noisy, ratios less so.
 
     python benchmarks/model_throughput.py            # ~10-15 min on 2 cores
-    python benchmarks/model_throughput.py --quick    # ~3 min: fewer steps, no XLA
+    python benchmarks/model_throughput.py --quick    # ~3 min: 3 steps, no XLA
 
 FLOPs: tf.profiler's float_operation count of the inference graph (a multiply-add is 2
 FLOPs); a train step is counted as 3x the forward FLOPs (forward + two backward products).
@@ -32,6 +32,7 @@ CONFIGS = {
 
 
 def timed(fn, steps, warmup):
+    """Best of `steps` wall times (the least disturbed by other processes), after warm-up."""
     for _ in range(warmup):
         fn()
     times = []
@@ -39,7 +40,7 @@ def timed(fn, steps, warmup):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return float(np.median(times))
+    return min(times)
 
 
 def matmul_peak(n=4096, steps=5):
@@ -58,7 +59,8 @@ def forward_flops(model, clip_shape):
     return model_analyzer.profile(graph, options=options).total_float_ops
 
 
-def measure(builder, kwargs, clip_shape, use_lgd, batch, steps, jit):
+def step_functions(builder, kwargs, clip_shape, use_lgd, batch, jit):
+    """(model, forward, train_step) closures of one model on one fixed batch."""
     keras.utils.set_random_seed(0)
     model = builder(depth=50, num_classes=400, head="stage2", use_lgd=use_lgd, **kwargs)
     optimizer = keras.optimizers.SGD(0.01, momentum=0.9)
@@ -78,9 +80,22 @@ def measure(builder, kwargs, clip_shape, use_lgd, batch, steps, jit):
         optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
         return loss
 
-    fwd = timed(lambda: forward(x).numpy(), steps, 1)
-    train = timed(lambda: train_step(x, y).numpy(), steps, 1)
-    return model, fwd, train
+    return model, lambda: forward(x).numpy(), lambda: train_step(x, y).numpy()
+
+
+def measure_pair(builder, kwargs, clip_shape, batch, steps, jit):
+    """Forward and train-step seconds of LGD and baseline, timed in alternation."""
+    fns = {use_lgd: step_functions(builder, kwargs, clip_shape, use_lgd, batch, jit)
+           for use_lgd in (True, False)}
+    for _, forward, train in fns.values():  # compile + warm up
+        forward()
+        train()
+    best = {key: [float("inf"), float("inf")] for key in fns}
+    for _ in range(steps):
+        for use_lgd, (_, forward, train) in fns.items():
+            best[use_lgd][0] = min(best[use_lgd][0], timed(forward, 1, 0))
+            best[use_lgd][1] = min(best[use_lgd][1], timed(train, 1, 0))
+    return {use_lgd: (fns[use_lgd][0], *best[use_lgd]) for use_lgd in fns}
 
 
 def main():
@@ -93,27 +108,31 @@ def main():
     jit_modes = (False,) if args.quick else (False, True)
 
     print(f"TensorFlow {tf.__version__}, keras {keras.__version__}, "
-          f"{os.cpu_count()} CPU cores, batch {args.batch}, median of {steps} steps")
+          f"{os.cpu_count()} CPU cores, batch {args.batch}, best of {steps} steps "
+          "(LGD and baseline timed in alternation)")
     peak = matmul_peak()
     print(f"fp32 matmul peak (4096^3 tf.matmul): {peak:.1f} GFLOP/s")
     for title, (builder, kwargs, clip_shape) in CONFIGS.items():
         results = {}
-        flops = {}
-        for use_lgd in (True, False):
-            for jit in jit_modes:
-                try:
-                    model, fwd, train = measure(builder, kwargs, clip_shape, use_lgd,
-                                                args.batch, steps, jit)
-                except Exception as error:  # XLA may reject an op: report it, go on
-                    print(f"  {title} use_lgd={use_lgd} jit={jit}: failed "
-                          f"({type(error).__name__}: {str(error).splitlines()[0][:120]})")
-                    continue
+        flops, params = {}, {}
+        for jit in jit_modes:
+            try:
+                pair = measure_pair(builder, kwargs, clip_shape, args.batch, steps, jit)
+            except Exception as error:  # XLA may reject an op: report it, go on
+                print(f"  {title} jit={jit}: failed "
+                      f"({type(error).__name__}: {str(error).splitlines()[0][:120]})")
+                continue
+            for use_lgd, (model, fwd, train) in pair.items():
                 if use_lgd not in flops:
                     flops[use_lgd] = forward_flops(model, clip_shape)
+                    params[use_lgd] = model.count_params()
                 results[(use_lgd, jit)] = (fwd, train)
+            del pair
+        if not results:
+            continue
         print(f"\n{title}: forward {flops[True] / 1e9:.2f} GFLOP/clip with LGD, "
-              f"{flops[False] / 1e9:.2f} baseline; params "
-              f"{builder(depth=50, num_classes=400, head='stage2', **kwargs).count_params():,}")
+              f"{flops[False] / 1e9:.2f} baseline; params {params[True]:,} with LGD, "
+              f"{params[False]:,} baseline (stage-2 head, 400 classes)")
         for (use_lgd, jit), (fwd, train) in results.items():
             name = "LGD     " if use_lgd else "baseline"
             f = flops[use_lgd]
