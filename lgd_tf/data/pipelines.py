@@ -1,0 +1,302 @@
+"""tf.data input pipelines for LGD-3D / LGD-2D training and evaluation (Sec. 5.2).
+
+Records are read from shards with interleave, parsed, and the clip's frame indices drawn
+FIRST, so only the JPEGs the clip uses are decoded; then resize, crop, flip, batch, prefetch.
+Randomness is stateless and seeded per record, so `deterministic=True` gives the same
+batches on every run. A bad record (no frames, missing or out-of-range label, broken JPEG)
+raises an error naming its file and record index, or with `ignore_errors=True` is skipped,
+logged and counted in an optional `SkipCounter`.
+"""
+
+import tensorflow as tf
+
+from lgd_tf.data import flow as flow_lib
+from lgd_tf.data import sampling, schema
+
+AUTOTUNE = tf.data.AUTOTUNE
+DEFAULT_TRAIN_SIZES = {"3d": ((120, 160), 112), "2d": ((240, 320), 224)}
+DEFAULT_EVAL = {"3d": {"num_clips": 15, "short_side": 120},
+                "2d": {"num_clips": 10, "short_side": 240}}
+CHANNELS = {"rgb": 3, "flow": 2}
+_TAIL = 32  # bytes searched for the JPEG end-of-image marker
+
+
+class SkipCounter:
+    """Counts records skipped by `ignore_errors=True` (read `.count` after iterating)."""
+
+    def __init__(self):
+        self.variable = tf.Variable(0, dtype=tf.int64, trainable=False, name="skipped_records")
+
+    @property
+    def count(self):
+        return int(self.variable.numpy())
+
+
+def list_files(file_pattern):
+    """Sorted files matching a glob, a comma-separated list of globs, or a list of them."""
+    patterns = file_pattern.split(",") if isinstance(file_pattern, str) else list(file_pattern)
+    files = sorted({f for p in patterns for f in tf.io.gfile.glob(p.strip())})
+    if not files:
+        raise ValueError(f"No file matches `file_pattern`. Received: file_pattern={file_pattern!r}")
+    return files
+
+
+def _records(files, *, training, seed, deterministic, input_context):
+    """(serialized, filename, record_index) from all shards, sharded by file for replicas."""
+    ds = tf.data.Dataset.from_tensor_slices(files)
+    shard_records = False
+    if input_context is not None and input_context.num_input_pipelines > 1:
+        if len(files) >= input_context.num_input_pipelines:
+            ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+        else:
+            shard_records = True
+    if training:
+        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True).repeat()
+
+    def read(filename):
+        records = tf.data.TFRecordDataset(filename, buffer_size=1 << 20)
+        return records.enumerate().map(lambda i, r: (r, filename, i))
+
+    cycle = min(len(files), 8)
+    ds = ds.interleave(read, cycle_length=cycle, block_length=1,
+                       num_parallel_calls=AUTOTUNE if cycle > 1 else None,
+                       deterministic=True if deterministic else None)
+    if shard_records:
+        ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+    return ds
+
+
+def _check_record(parsed, num_classes):
+    """(ok, reason) for the checks that need no decoding."""
+    n = tf.size(parsed["frames"])
+    label = parsed["label"]
+    checks = [
+        (n == 0, tf.constant("no frames")),
+        (label == schema.MISSING_LABEL, tf.constant(f"missing `{schema.LABEL_INDEX_KEY}`")),
+        (tf.logical_and(label < 0, label != schema.MISSING_LABEL),
+         tf.strings.format("negative label {}", label)),
+    ]
+    if num_classes is not None:
+        checks.append((label >= num_classes,
+                       tf.strings.format("label {} >= num_classes " + str(num_classes), label)))
+    return _combine(checks)
+
+
+def _combine(checks):
+    bad = tf.stack([c for c, _ in checks])
+    reasons = tf.stack([r for _, r in checks])
+    return tf.logical_not(tf.reduce_any(bad)), tf.strings.reduce_join(
+        tf.boolean_mask(reasons, bad), separator="; ")
+
+
+def _jpegs_ok(jpegs):
+    """True if every string starts with the JPEG SOI marker and ends with an EOI marker."""
+    soi = tf.reduce_all(tf.equal(tf.strings.substr(jpegs, 0, 2), b"\xff\xd8"))
+    length = tf.strings.length(jpegs)
+    tail = tf.strings.substr(jpegs, tf.maximum(length - _TAIL, 0), tf.fill(tf.shape(length), _TAIL))
+    raw = tf.io.decode_raw(tail, tf.uint8, fixed_length=_TAIL)
+    eoi = tf.reduce_any(tf.logical_and(tf.equal(raw[:, :-1], 0xFF), tf.equal(raw[:, 1:], 0xD9)),
+                        axis=1)
+    return tf.logical_and(soi, tf.reduce_all(eoi))
+
+
+def _decode(jpegs, channels):
+    """JPEG strings (K,) -> uint8 (K, H, W, channels) (flow: channels 0 and 1 of the image)."""
+    frames = tf.map_fn(lambda j: tf.io.decode_jpeg(j, channels=3), jpegs,
+                       fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8),
+                       parallel_iterations=16)
+    return frames[..., :channels]
+
+
+def _guarded(parsed, filename, index, num_classes, indices_fn, jpeg_shape, build_fn):
+    """Runs sample -> check JPEGs -> decode -> build; returns (output, ok, message).
+
+    `indices_fn(n)` gives the frame indices; `build_fn(jpegs_decoded_by_unique)` the output.
+    When a check fails the output is zeros of the same structure (dropped or raised later).
+    """
+    ok, reason = _check_record(parsed, num_classes)
+    n = tf.size(parsed["frames"])
+    indices = indices_fn(tf.maximum(n, 1))
+    flat = tf.reshape(indices, [-1])
+    unique, position = tf.unique(flat)
+    jpegs = tf.cond(n > 0, lambda: tf.gather(parsed["frames"], unique),
+                    lambda: tf.fill(tf.shape(unique), ""))
+    jpeg_ok = tf.logical_or(tf.logical_not(ok), _jpegs_ok(jpegs))
+    reason = tf.where(jpeg_ok, reason, tf.constant("a frame is not a valid JPEG"))
+    ok = tf.logical_and(ok, jpeg_ok)
+    output = tf.cond(ok, lambda: build_fn(jpegs, tf.reshape(position, tf.shape(indices))),
+                     lambda: tf.zeros(jpeg_shape, tf.uint8))
+    message = tf.strings.format(
+        "lgd_tf.data: bad record {} of {} (media_id '{}'): {}",
+        (index, filename, parsed["media_id"], reason))
+    return output, ok, message
+
+
+def _finish(ds, ignore_errors, skip_counter):
+    """Drops (and logs, counts) or raises on records whose `ok` flag is False."""
+    if ignore_errors:
+        def keep(ok, message):
+            def log_and_count():
+                ops = [tf.print(message, "(skipped)")]
+                if skip_counter is not None:
+                    ops.append(skip_counter.variable.assign_add(1))
+                with tf.control_dependencies(ops):
+                    return tf.constant(False)
+            return tf.cond(ok, lambda: tf.constant(True), log_and_count)
+
+        ds = ds.filter(lambda *e: keep(e[-2], e[-1]))
+        return ds.map(lambda *e: e[:-2])
+
+    def check(*e):
+        with tf.control_dependencies([tf.debugging.Assert(e[-2], [e[-1]])]):
+            return tuple(tf.identity(x) for x in e[:-2])
+
+    return ds.map(check)
+
+
+def _flip(clip, modality):
+    return flow_lib.flip_flow(clip) if modality == "flow" else tf.reverse(clip, axis=[-2])
+
+
+def _check_common(model, modality, short_video, batch_size):
+    sampling.check_choice("model", model, sampling.MODELS)
+    sampling.check_choice("modality", modality, schema.MODALITIES)
+    sampling.check_choice("short_video", short_video, sampling.SHORT_VIDEO_MODES)
+    if int(batch_size) < 1:
+        raise ValueError(f"`batch_size` must be >= 1. Received: batch_size={batch_size}")
+
+
+def train_dataset(file_pattern, batch_size, *, model="3d", modality="rgb", num_frames=16,
+                  temporal_stride=1, num_segments=3, resize=None, crop_size=None, flip=True,
+                  short_video="loop", num_classes=None, ignore_errors=False,
+                  deterministic=False, shuffle_buffer=128, seed=None, input_context=None,
+                  skip_counter=None):
+    """Training clips, repeated forever: `(clips, labels)` (Sec. 5.2).
+
+    3D: `num_frames` consecutive frames (stride `temporal_stride`) from a random start; 2D:
+    TSN, one random frame from each of `num_segments` segments. Frames resized to `resize`
+    (default (120, 160) 3D / (240, 320) 2D), one random `crop_size` square crop (112 / 224)
+    and one random horizontal flip for the whole clip (flow: x negated).
+
+    Args:
+        file_pattern: glob(s) of TFRecord shards of SequenceExamples (`schema`).
+        batch_size: global batch; with `input_context` each replica gets its share.
+        shuffle_buffer: records (whole videos) held for shuffling.
+        skip_counter: optional `SkipCounter` counting records dropped by `ignore_errors`.
+
+    Returns:
+        Dataset of clips uint8 (B, T, crop, crop, C) (C = 3 rgb, 2 flow) and labels int32 (B,).
+    """
+    _check_common(model, modality, short_video, batch_size)
+    default_resize, default_crop = DEFAULT_TRAIN_SIZES[model]
+    resize = tuple(resize or default_resize)
+    crop_size = int(crop_size or default_crop)
+    if crop_size > min(resize):
+        raise ValueError(f"`crop_size` must fit in `resize`. Received: crop_size={crop_size}, "
+                         f"resize={resize}")
+    length = num_frames if model == "3d" else num_segments
+    if int(length) < 1 or int(temporal_stride) < 1:
+        raise ValueError(f"num_frames, num_segments and temporal_stride must be >= 1. Received: "
+                         f"{num_frames}, {num_segments}, {temporal_stride}")
+    if deterministic and seed is None:
+        seed = 0
+    channels = CHANNELS[modality]
+    per_replica = (input_context.get_per_replica_batch_size(batch_size)
+                   if input_context is not None else batch_size)
+    files = list_files(file_pattern)
+
+    ds = _records(files, training=True, seed=seed, deterministic=deterministic,
+                  input_context=input_context)
+    if shuffle_buffer and shuffle_buffer > 1:
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    seeds = tf.data.Dataset.random(seed=seed).batch(4)
+    ds = tf.data.Dataset.zip((ds, seeds))
+
+    def make_clip(element, seed4):
+        (serialized, filename, index) = element
+        parsed = schema.parse_record(serialized, modality)
+        s_time, s_crop = seed4[:2], seed4[2:]
+
+        def indices_fn(n):
+            if model == "3d":
+                return sampling.random_clip_indices(n, num_frames, temporal_stride, short_video,
+                                                    s_time)
+            return sampling.random_tsn_indices(n, num_segments, short_video, s_time)
+
+        def build(jpegs, position):
+            frames = tf.gather(_decode(jpegs, channels), position)
+            frames = sampling.resize_frames(frames, resize)
+            limits = tf.constant([resize[0] - crop_size + 1, resize[1] - crop_size + 1])
+            offset = tf.random.stateless_uniform([2], s_crop, 0, 1 << 30, dtype=tf.int32) % limits
+            clip = frames[:, offset[0]:offset[0] + crop_size, offset[1]:offset[1] + crop_size]
+            if flip:
+                coin = tf.random.stateless_uniform([], s_crop + 1, 0.0, 1.0)
+                clip = tf.cond(coin < 0.5, lambda: _flip(clip, modality), lambda: clip)
+            return tf.ensure_shape(clip, [length, crop_size, crop_size, channels])
+
+        clip, ok, message = _guarded(parsed, filename, index, num_classes, indices_fn,
+                                     [length, crop_size, crop_size, channels], build)
+        return clip, tf.cast(parsed["label"], tf.int32), ok, message
+
+    ds = ds.map(make_clip, num_parallel_calls=AUTOTUNE,
+                deterministic=True if deterministic else None)
+    ds = _finish(ds, ignore_errors, skip_counter)
+    ds = ds.batch(per_replica, drop_remainder=True)
+    ds = ds.prefetch(AUTOTUNE)
+    return _with_options(ds, deterministic)
+
+
+def eval_dataset(file_pattern, batch_size=1, *, model="3d", modality="rgb", num_clips=None,
+                 num_crops=1, num_frames=16, num_segments=3, short_side=None,
+                 temporal_stride=1, short_video="loop", num_classes=None, ignore_errors=False,
+                 input_context=None, skip_counter=None):
+    """Every video once, in file order: `(views, labels, media_ids)` (Sec. 5.2).
+
+    views uint8 (B, V, T, H, W, C), V = num_clips * num_crops (default 15 clips 3D / 10 frame
+    tuples 2D), all views of a video together so scores average per video; frames resized to
+    shorter side `short_side` (120 / 240), whole frame (num_crops=1) or 3 square crops. With
+    whole frames, batch_size > 1 needs videos of one frame size.
+    """
+    _check_common(model, modality, short_video, batch_size)
+    if num_crops not in (1, 3):
+        raise ValueError(f"`num_crops` must be 1 or 3. Received: num_crops={num_crops}")
+    num_clips = int(num_clips or DEFAULT_EVAL[model]["num_clips"])
+    short_side = int(short_side or DEFAULT_EVAL[model]["short_side"])
+    channels = CHANNELS[modality]
+    length = num_frames if model == "3d" else num_segments
+    per_replica = (input_context.get_per_replica_batch_size(batch_size)
+                   if input_context is not None else batch_size)
+    ds = _records(list_files(file_pattern), training=False, seed=None, deterministic=True,
+                  input_context=input_context)
+
+    def make_views(serialized, filename, index):
+        parsed = schema.parse_record(serialized, modality)
+
+        def indices_fn(n):
+            return sampling.eval_indices(n, model=model, num_frames=num_frames,
+                                         temporal_stride=temporal_stride,
+                                         num_segments=num_segments, num_clips=num_clips,
+                                         short_video=short_video)
+
+        def build(jpegs, position):
+            frames = sampling.resize_shorter_side(_decode(jpegs, channels), short_side)
+            return sampling.views_from_frames(frames, position, num_crops)
+
+        views, ok, message = _guarded(
+            parsed, filename, index, num_classes, indices_fn,
+            [num_clips * num_crops, length, short_side, short_side, channels], build)
+        views = tf.ensure_shape(views, [num_clips * num_crops, length, None, None, channels])
+        return views, tf.cast(parsed["label"], tf.int32), parsed["media_id"], ok, message
+
+    ds = ds.map(make_views, num_parallel_calls=AUTOTUNE, deterministic=True)
+    ds = _finish(ds, ignore_errors, skip_counter)
+    ds = ds.batch(per_replica).prefetch(AUTOTUNE)
+    return _with_options(ds, True)
+
+
+def _with_options(ds, deterministic):
+    options = tf.data.Options()
+    options.deterministic = bool(deterministic)
+    options.experimental_distribute.auto_shard_policy = (
+        tf.data.experimental.AutoShardPolicy.FILE)
+    return ds.with_options(options)

@@ -1,0 +1,47 @@
+"""TFRecord schema: MediaSequence keys of `tf.train.SequenceExample` (DESIGN.md, Sec. 5.5).
+
+The same keys TF Model Garden's video reader uses, so its records read here and ours there.
+"""
+
+import tensorflow as tf
+
+LABEL_INDEX_KEY = "clip/label/index"
+LABEL_STRING_KEY = "clip/label/string"
+MEDIA_ID_KEY = "clip/media_id"
+FRAME_RATE_KEY = "image/frame_rate"
+IMAGE_KEY = "image/encoded"
+FLOW_KEY = "FORWARD_FLOW/image/encoded"
+
+MODALITIES = ("rgb", "flow")
+MISSING_LABEL = -1
+
+
+def frames_key(modality):
+    """Feature-list key holding the encoded frames of `modality` ("rgb" or "flow")."""
+    if modality not in MODALITIES:
+        raise ValueError(f"`modality` must be one of {MODALITIES}. Received: modality={modality!r}")
+    return IMAGE_KEY if modality == "rgb" else FLOW_KEY
+
+
+def parse_record(serialized, modality="rgb"):
+    """Parses one serialised SequenceExample into a dict of tensors.
+
+    Only `clip/label/index` and the frames of `modality` are needed (Model Garden form); a
+    missing label parses as `MISSING_LABEL` so the caller can name the file in the error.
+
+    Returns:
+        {"frames": string (N,) encoded JPEGs, "label": int64 scalar, "media_id": string scalar}
+    """
+    context = {
+        LABEL_INDEX_KEY: tf.io.FixedLenFeature([], tf.int64, default_value=MISSING_LABEL),
+        MEDIA_ID_KEY: tf.io.FixedLenFeature([], tf.string, default_value=""),
+    }
+    sequence = {frames_key(modality): tf.io.FixedLenSequenceFeature([], tf.string)}
+    ctx, seq = tf.io.parse_single_sequence_example(
+        serialized, context_features=context, sequence_features=sequence
+    )
+    return {
+        "frames": seq[frames_key(modality)],
+        "label": ctx[LABEL_INDEX_KEY],
+        "media_id": ctx[MEDIA_ID_KEY],
+    }
