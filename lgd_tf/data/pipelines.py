@@ -42,8 +42,14 @@ def list_files(file_pattern):
 
 
 def _records(files, *, training, seed, deterministic, input_context):
-    """(serialized, filename, record_index) from all shards, sharded by file for replicas."""
-    ds = tf.data.Dataset.from_tensor_slices(files)
+    """(serialized, filename, record_index, file_error) from all shards.
+
+    A shard that is truncated or corrupt yields its readable records and then one element
+    with a non-empty `file_error` (found by counting the bytes read against the file size),
+    so the damage is reported with the file's name or skipped like any bad record.
+    """
+    sizes = [tf.io.gfile.stat(f).length for f in files]
+    ds = tf.data.Dataset.from_tensor_slices((files, tf.constant(sizes, tf.int64)))
     shard_records = False
     if input_context is not None and input_context.num_input_pipelines > 1:
         if len(files) >= input_context.num_input_pipelines:
@@ -53,20 +59,38 @@ def _records(files, *, training, seed, deterministic, input_context):
     if training:
         ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True).repeat()
 
-    def read(filename):
-        records = tf.data.TFRecordDataset(filename, buffer_size=1 << 20)
-        return records.enumerate().map(lambda i, r: (r, filename, i))
+    def read(filename, size):
+        records = tf.data.TFRecordDataset(filename, buffer_size=1 << 20).ignore_errors()
+        end = tf.data.Dataset.from_tensors(tf.constant(b""))
+        records = records.map(lambda r: (r, False)).concatenate(end.map(lambda r: (r, True)))
+
+        def step(state, element):
+            consumed, count = state
+            record, is_end = element
+            # TFRecord framing: 8-byte length, 4-byte length CRC, data, 4-byte data CRC.
+            grown = consumed + tf.cast(tf.strings.length(record), tf.int64) + 16
+            error = tf.where(
+                tf.logical_and(is_end, tf.not_equal(consumed, size)),
+                tf.strings.join(["shard truncated or corrupt: only ", tf.strings.as_string(count),
+                                 " records (", tf.strings.as_string(consumed), " of ",
+                                 tf.strings.as_string(size), " bytes) readable"]),
+                tf.constant(""))
+            return (grown, count + 1), (record, filename, count, is_end, error)
+
+        scanned = records.scan((tf.constant(0, tf.int64), tf.constant(0, tf.int64)), step)
+        scanned = scanned.filter(lambda r, f, i, is_end, error: tf.logical_or(
+            tf.logical_not(is_end), tf.strings.length(error) > 0))
+        return scanned.map(lambda r, f, i, is_end, error: (r, f, i, error))
 
     cycle = min(len(files), 8)
-    ds = ds.interleave(read, cycle_length=cycle, block_length=1,
-                       num_parallel_calls=AUTOTUNE if cycle > 1 else None,
-                       deterministic=True if deterministic else None)
+    parallel = {"num_parallel_calls": AUTOTUNE, "deterministic": deterministic or None}
+    ds = ds.interleave(read, cycle_length=cycle, block_length=1, **(parallel if cycle > 1 else {}))
     if shard_records:
         ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
     return ds
 
 
-def _check_record(parsed, num_classes):
+def _check_record(parsed, num_classes, file_error):
     """(ok, reason) for the checks that need no decoding."""
     n = tf.size(parsed["frames"])
     label = parsed["label"]
@@ -79,7 +103,9 @@ def _check_record(parsed, num_classes):
     if num_classes is not None:
         checks.append((label >= num_classes,
                        tf.strings.format("label {} >= num_classes " + str(num_classes), label)))
-    return _combine(checks)
+    ok, reason = _combine(checks)
+    file_bad = tf.strings.length(file_error) > 0
+    return tf.logical_and(ok, tf.logical_not(file_bad)), tf.where(file_bad, file_error, reason)
 
 
 def _combine(checks):
@@ -108,13 +134,14 @@ def _decode(jpegs, channels):
     return frames[..., :channels]
 
 
-def _guarded(parsed, filename, index, num_classes, indices_fn, jpeg_shape, build_fn):
+def _guarded(parsed, source, num_classes, indices_fn, jpeg_shape, build_fn):
     """Runs sample -> check JPEGs -> decode -> build; returns (output, ok, message).
 
     `indices_fn(n)` gives the frame indices; `build_fn(jpegs_decoded_by_unique)` the output.
     When a check fails the output is zeros of the same structure (dropped or raised later).
     """
-    ok, reason = _check_record(parsed, num_classes)
+    filename, index, file_error = source
+    ok, reason = _check_record(parsed, num_classes, file_error)
     n = tf.size(parsed["frames"])
     indices = indices_fn(tf.maximum(n, 1))
     flat = tf.reshape(indices, [-1])
@@ -126,9 +153,9 @@ def _guarded(parsed, filename, index, num_classes, indices_fn, jpeg_shape, build
     ok = tf.logical_and(ok, jpeg_ok)
     output = tf.cond(ok, lambda: build_fn(jpegs, tf.reshape(position, tf.shape(indices))),
                      lambda: tf.zeros(jpeg_shape, tf.uint8))
-    message = tf.strings.format(
-        "lgd_tf.data: bad record {} of {} (media_id '{}'): {}",
-        (index, filename, parsed["media_id"], reason))
+    message = tf.strings.join([
+        "lgd_tf.data: bad record ", tf.strings.as_string(index), " of ", filename,
+        " (media_id '", parsed["media_id"], "'): ", reason])
     return output, ok, message
 
 
@@ -213,7 +240,7 @@ def train_dataset(file_pattern, batch_size, *, model="3d", modality="rgb", num_f
     ds = tf.data.Dataset.zip((ds, seeds))
 
     def make_clip(element, seed4):
-        (serialized, filename, index) = element
+        serialized, *source = element
         parsed = schema.parse_record(serialized, modality)
         s_time, s_crop = seed4[:2], seed4[2:]
 
@@ -234,7 +261,7 @@ def train_dataset(file_pattern, batch_size, *, model="3d", modality="rgb", num_f
                 clip = tf.cond(coin < 0.5, lambda: _flip(clip, modality), lambda: clip)
             return tf.ensure_shape(clip, [length, crop_size, crop_size, channels])
 
-        clip, ok, message = _guarded(parsed, filename, index, num_classes, indices_fn,
+        clip, ok, message = _guarded(parsed, source, num_classes, indices_fn,
                                      [length, crop_size, crop_size, channels], build)
         return clip, tf.cast(parsed["label"], tf.int32), ok, message
 
@@ -269,7 +296,7 @@ def eval_dataset(file_pattern, batch_size=1, *, model="3d", modality="rgb", num_
     ds = _records(list_files(file_pattern), training=False, seed=None, deterministic=True,
                   input_context=input_context)
 
-    def make_views(serialized, filename, index):
+    def make_views(serialized, *source):
         parsed = schema.parse_record(serialized, modality)
 
         def indices_fn(n):
@@ -283,7 +310,7 @@ def eval_dataset(file_pattern, batch_size=1, *, model="3d", modality="rgb", num_
             return sampling.views_from_frames(frames, position, num_crops)
 
         views, ok, message = _guarded(
-            parsed, filename, index, num_classes, indices_fn,
+            parsed, source, num_classes, indices_fn,
             [num_clips * num_crops, length, short_side, short_side, channels], build)
         views = tf.ensure_shape(views, [num_clips * num_crops, length, None, None, channels])
         return views, tf.cast(parsed["label"], tf.int32), parsed["media_id"], ok, message

@@ -36,7 +36,9 @@ def parse_record(serialized, modality="rgb"):
         LABEL_INDEX_KEY: tf.io.FixedLenFeature([], tf.int64, default_value=MISSING_LABEL),
         MEDIA_ID_KEY: tf.io.FixedLenFeature([], tf.string, default_value=""),
     }
-    sequence = {frames_key(modality): tf.io.FixedLenSequenceFeature([], tf.string)}
+    sequence = {
+        frames_key(modality): tf.io.FixedLenSequenceFeature([], tf.string, allow_missing=True)
+    }
     ctx, seq = tf.io.parse_single_sequence_example(
         serialized, context_features=context, sequence_features=sequence
     )
