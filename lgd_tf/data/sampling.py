@@ -45,16 +45,19 @@ def random_clip_indices(num_available, num_frames, temporal_stride=1, short_vide
 
 
 def tsn_indices(num_available, num_segments, offsets, short_video="loop"):
-    """Frame `floor((i + offsets[i]) * N / num_segments)` of each segment i (TSN).
+    """One frame per segment (TSN): segment i is frames [floor(i N / T), floor((i + 1) N / T)),
+    and it gives frame `start_i + floor(offsets[i] * length_i)`.
 
     offsets in [0, 1): random for training, fixed for evaluation. With fewer frames than
     segments, segment i takes frame i (looping or padding).
     """
     check_choice("short_video", short_video, SHORT_VIDEO_MODES)
     n = tf.cast(num_available, tf.int32)
-    i = tf.range(num_segments, dtype=tf.float32)
-    spread = tf.cast(tf.floor((i + offsets) * tf.cast(n, tf.float32) / num_segments), tf.int32)
-    spread = tf.minimum(spread, n - 1)
+    i = tf.range(num_segments + 1, dtype=tf.int64)
+    bounds = tf.cast((i * tf.cast(n, tf.int64)) // num_segments, tf.int32)
+    starts, lengths = bounds[:-1], bounds[1:] - bounds[:-1]
+    pick = tf.cast(tf.floor(offsets * tf.cast(lengths, tf.float32)), tf.int32)
+    spread = starts + tf.minimum(pick, tf.maximum(lengths - 1, 0))
     short = _wrap(tf.range(num_segments, dtype=tf.int32), n, short_video)
     return tf.where(n >= num_segments, spread, short)
 
@@ -69,8 +72,8 @@ def eval_indices(num_available, *, model="3d", num_frames=16, temporal_stride=1,
     """Frame indices of the evaluation clips, int32 (num_clips, T).
 
     3D: clip k starts at round(k * (N - span) / (num_clips - 1)) (uniform, first and last
-    clip at the ends). 2D: tuple k takes frame floor((i + (k + 0.5) / num_clips) * N / T) of
-    segment i.
+    clip at the ends). 2D: tuple k takes, from each TSN segment, the frame at fraction
+    (k + 0.5) / num_clips of the segment.
     """
     check_choice("model", model, MODELS)
     n = tf.cast(num_available, tf.int32)

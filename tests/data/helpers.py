@@ -1,0 +1,48 @@
+"""Synthetic videos and records for the data tests (nothing is downloaded or committed)."""
+
+import av
+import numpy as np
+
+from lgd_tf.data import writer
+
+STEP = 8  # frame i is a flat image of brightness 4 + STEP * i, so its index survives JPEG
+
+
+def indexed_frames(n, height=24, width=32, channels=3):
+    """uint8 (n, H, W, C); every pixel of frame i equals 4 + STEP * i (n <= 31)."""
+    values = 4 + STEP * np.arange(n)
+    return np.broadcast_to(values[:, None, None, None], (n, height, width, channels)).astype(
+        np.uint8).copy()
+
+
+def frame_indices(clip):
+    """Indices carried by the frames of a clip (T, H, W, C) (mean brightness decoded)."""
+    means = np.asarray(clip, np.float32).reshape(clip.shape[0], -1).mean(axis=1)
+    return np.round((means - 4) / STEP).astype(int)
+
+
+def write_records(path, videos):
+    """videos: list of (frames, label, media_id[, flow]) -> one shard at `path`."""
+    records = []
+    for video in videos:
+        frames, label, media_id = video[:3]
+        flow = video[3] if len(video) > 3 else None
+        records.append(writer.make_sequence_example(
+            frames, label, label_string=f"class{label}", media_id=media_id, frame_rate=25.0,
+            flow=flow).SerializeToString())
+    writer.write_shard(str(path), records)
+    return str(path)
+
+
+def write_video(path, frames, codec, fps=10, pix_fmt="yuv420p"):
+    """Encodes RGB frames (N, H, W, 3) into a real video file with PyAV."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = pix_fmt
+        for image in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return str(path)
