@@ -39,6 +39,10 @@ flags.DEFINE_integer("num_clips", None, "Clips (3D) / frame tuples (2D) per vide
 flags.DEFINE_integer("num_crops", 1, "1 (whole frame) or 3 crops per clip.", flag_values=FLAGS)
 flags.DEFINE_integer("short_side", None, "Frames resized to this shorter side; default "
                      "120 / 240 (Sec. 5.2).", flag_values=FLAGS)
+flags.DEFINE_integer("temporal_stride", 1, "3D: every n-th frame in a clip (as in training).",
+                     flag_values=FLAGS)
+flags.DEFINE_enum("short_video", "loop", ["loop", "pad"], "Videos shorter than a clip: "
+                  "indices wrap around or the last frame repeats.", flag_values=FLAGS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,7 +54,8 @@ class ExportResult:
 
 
 def export_model(model_dir_or_keras_path, export_dir, *, version=1, class_names=None, top_k=5,
-                 model_type=None, num_clips=None, num_crops=1, short_side=None):
+                 model_type=None, num_clips=None, num_crops=1, short_side=None,
+                 temporal_stride=1, short_video="loop"):
     """Exports a trained classifier for TF Serving and as a `.keras` file.
 
     Args:
@@ -61,8 +66,9 @@ def export_model(model_dir_or_keras_path, export_dir, *, version=1, class_names=
         version: TF Serving version number (subdirectory name).
         class_names: overrides the class names read from disk.
         top_k: classes returned by the signatures.
-        model_type, num_clips, num_crops, short_side: evaluation sampling of serve_frames and
-            serve_encoded (`lgd_tf.data.eval_views`); defaults from Sec. 5.2.
+        model_type, num_clips, num_crops, short_side, temporal_stride, short_video: evaluation
+            sampling of serve_frames and serve_encoded (`lgd_tf.data.eval_views`); defaults
+            from Sec. 5.2.
 
     Returns:
         An `ExportResult`.
@@ -82,7 +88,8 @@ def export_model(model_dir_or_keras_path, export_dir, *, version=1, class_names=
         names_on_disk = loading.read_class_names(None, module.num_classes(model))
     class_names = list(class_names) if class_names is not None else names_on_disk
     sampling = module.default_sampling(model, model_type=model_type, num_clips=num_clips,
-                                       num_crops=num_crops, short_side=short_side)
+                                       num_crops=num_crops, short_side=short_side,
+                                       temporal_stride=temporal_stride, short_video=short_video)
     serving = module.VideoClassifierModule(model, class_names, sampling=sampling, top_k=top_k)
 
     export_dir.mkdir(parents=True, exist_ok=True)
@@ -118,7 +125,8 @@ def run(argv=None):
         result = export_model(
             FLAGS.model_dir, FLAGS.export_dir, version=FLAGS.version, top_k=FLAGS.top_k,
             model_type=FLAGS.model_type, num_clips=FLAGS.num_clips, num_crops=FLAGS.num_crops,
-            short_side=FLAGS.short_side)
+            short_side=FLAGS.short_side, temporal_stride=FLAGS.temporal_stride,
+            short_video=FLAGS.short_video)
     except (flags.Error, ValueError, OSError) as error:
         print(f"lgd_tf.export: error: {loading.one_line(error)}", file=sys.stderr)
         return 2

@@ -45,11 +45,17 @@ class Sampling:
     num_clips: int = 15
     num_crops: int = 1
     short_side: int = 120
+    temporal_stride: int = 1
+    short_video: str = "loop"
 
     def __post_init__(self):
         if self.model not in _EVAL_DEFAULTS:
             raise ValueError(f"`model` must be '3d' or '2d'. Received: model={self.model!r}")
-        for field in ("num_frames", "num_segments", "num_clips", "short_side"):
+        if self.short_video not in ("loop", "pad"):
+            raise ValueError(
+                f"`short_video` must be 'loop' or 'pad'. Received: {self.short_video!r}")
+        for field in ("num_frames", "num_segments", "num_clips", "short_side",
+                      "temporal_stride"):
             if int(getattr(self, field)) < 1:
                 raise ValueError(f"`{field}` must be >= 1. Received: {getattr(self, field)}")
         if self.num_crops not in (1, 3):
@@ -78,7 +84,8 @@ def clip_spec(model):
     return shape[1:]
 
 
-def default_sampling(model, *, model_type=None, num_clips=None, num_crops=1, short_side=None):
+def default_sampling(model, *, model_type=None, num_clips=None, num_crops=1, short_side=None,
+                     temporal_stride=1, short_video="loop"):
     """The evaluation sampling of Sec. 5.2 for `model`; arguments given override the defaults."""
     model_type = model_type or infer_model_type(model)
     if model_type not in _EVAL_DEFAULTS:
@@ -92,6 +99,8 @@ def default_sampling(model, *, model_type=None, num_clips=None, num_crops=1, sho
         num_clips=int(num_clips or defaults["num_clips"]),
         num_crops=int(num_crops),
         short_side=int(short_side or defaults["short_side"]),
+        temporal_stride=int(temporal_stride),
+        short_video=short_video,
     )
 
 

@@ -17,7 +17,14 @@ if not hasattr(lgd_tf.data, "eval_views"):  # until the data pipeline (issue 4) 
     pytest.skip("lgd_tf.data.eval_views is not available yet", allow_module_level=True)
 from lgd_tf import export
 from lgd_tf.serving import module
-from tests.export.conftest import CLASS_NAMES, NUM_CLIPS, NUM_FRAMES, SHORT_SIDE, tiny_lgd3d
+from tests.export.conftest import (
+    CLASS_NAMES,
+    GRAPH_TOL,
+    NUM_CLIPS,
+    NUM_FRAMES,
+    SHORT_SIDE,
+    tiny_lgd3d,
+)
 
 SIGNATURES = ("serving_default", "serve_encoded", "serve_frames", "features")
 
@@ -81,12 +88,12 @@ def test_savedmodel_runs_without_lgd_tf_and_matches_keras(exported, trained_mode
     out = dict(np.load(tmp_path / "out.npz"))
     reference = _keras_reference(trained_model, clips)
     for key, expected in reference.items():
-        np.testing.assert_allclose(out[key], expected, rtol=1e-5, atol=1e-6, err_msg=key)
+        np.testing.assert_allclose(out[key], expected, **GRAPH_TOL, err_msg=key)
     expected_order = np.argsort(-reference["probabilities"], axis=1, kind="stable")
     np.testing.assert_array_equal(out["top_k_indices"], expected_order[:, :2])
     np.testing.assert_allclose(
         out["top_k_scores"], np.take_along_axis(reference["probabilities"], expected_order[:, :2],
-                                                axis=1), rtol=1e-5, atol=1e-6)
+                                                axis=1), **GRAPH_TOL)
     labels = np.array(CLASS_NAMES, dtype=object)[expected_order[:, :2]]
     assert out["top_k_labels"].tolist() == labels.tolist()
     np.testing.assert_allclose(out["probabilities"].sum(axis=1), 1.0, rtol=1e-5)
@@ -125,19 +132,16 @@ def test_serve_encoded_equals_serving_default_on_the_eval_views(exported, traine
     assert views.shape[:2] == (NUM_CLIPS, NUM_FRAMES) and min(views.shape[2:4]) == SHORT_SIDE
     per_view = loaded.signatures["serving_default"](clips=views)["probabilities"].numpy()
     expected = per_view.mean(axis=0, keepdims=True)
-    np.testing.assert_allclose(encoded_out["probabilities"].numpy(), expected, rtol=1e-5,
-                               atol=1e-6)
+    np.testing.assert_allclose(encoded_out["probabilities"].numpy(), expected, **GRAPH_TOL)
     # ... and serve_frames on the decoded frames is the same computation.
     frames_out = loaded.signatures["serve_frames"](frames=decoded)
-    np.testing.assert_allclose(frames_out["probabilities"].numpy(), expected, rtol=1e-5,
-                               atol=1e-6)
+    np.testing.assert_allclose(frames_out["probabilities"].numpy(), expected, **GRAPH_TOL)
     keras_views = keras.ops.convert_to_numpy(lgd_tf.models.class_probabilities(
         trained_model(tf.cast(views, tf.float32))))
-    np.testing.assert_allclose(keras_views.mean(axis=0, keepdims=True), expected, rtol=1e-5,
-                               atol=1e-6)
+    np.testing.assert_allclose(keras_views.mean(axis=0, keepdims=True), expected, **GRAPH_TOL)
     assert json.loads(loaded.sampling_json.numpy()) == {
         "model": "3d", "num_frames": NUM_FRAMES, "num_segments": 3, "num_clips": NUM_CLIPS,
-        "num_crops": 1, "short_side": SHORT_SIDE}
+        "num_crops": 1, "short_side": SHORT_SIDE, "temporal_stride": 1, "short_video": "loop"}
 
 
 def test_exported_keras_file_loads_safely_with_the_same_outputs(exported, trained_model, clips):
@@ -189,7 +193,7 @@ def test_stage1_flow_model_export_averages_the_two_heads(tmp_path):
 
     expected = 0.5 * (softmax(logits["global"]) + softmax(logits["local"]))
     got = loaded.signatures["serving_default"](clips=clips)
-    np.testing.assert_allclose(got["probabilities"].numpy(), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got["probabilities"].numpy(), expected, **GRAPH_TOL)
     assert got["top_k_labels"].numpy()[0, 0].decode() == str(np.argmax(expected[0]))
 
     flow = rng.integers(0, 256, (6, 24, 30, 2)).astype(np.uint8)
@@ -201,4 +205,4 @@ def test_stage1_flow_model_export_averages_the_two_heads(tmp_path):
     per_view = loaded.signatures["serving_default"](clips=views)["probabilities"].numpy()
     np.testing.assert_allclose(
         loaded.signatures["serve_encoded"](encoded_frames=jpegs)["probabilities"].numpy(),
-        per_view.mean(axis=0, keepdims=True), rtol=1e-5, atol=1e-6)
+        per_view.mean(axis=0, keepdims=True), **GRAPH_TOL)

@@ -16,7 +16,14 @@ if not hasattr(lgd_tf.data, "eval_views"):  # until the data pipeline (issue 4) 
     pytest.skip("lgd_tf.data.eval_views is not available yet", allow_module_level=True)
 from lgd_tf import predict
 from lgd_tf.serving import classifier
-from tests.export.conftest import NUM_CLIPS, NUM_FRAMES, SHORT_SIDE, tiny_lgd3d, write_video
+from tests.export.conftest import (
+    GRAPH_TOL,
+    NUM_CLIPS,
+    NUM_FRAMES,
+    SHORT_SIDE,
+    tiny_lgd3d,
+    write_video,
+)
 
 KERAS_SAMPLING = [f"--short_side={SHORT_SIDE}", f"--num_clips={NUM_CLIPS}"]
 # Without oneDNN's start-up notice TensorFlow prints nothing on stderr, so the command's own
@@ -64,8 +71,8 @@ def test_predict_keras_file_and_savedmodel_agree_with_evaluation_sampling(
         from_keras = predict.predict_video(trained_model_dir / "stage2.keras", videos[name],
                                            num_clips=NUM_CLIPS, short_side=SHORT_SIDE)
         from_export = predict.predict_video(export_dir / "1", videos[name])
-        np.testing.assert_allclose(from_keras.probabilities, expected, rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(from_export.probabilities, expected, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(from_keras.probabilities, expected, **GRAPH_TOL)
+        np.testing.assert_allclose(from_export.probabilities, expected, **GRAPH_TOL)
 
     code, out, err = _run(capsys, f"--model={trained_model_dir / 'stage2.keras'}",
                           f"--video={videos['dark']}", *KERAS_SAMPLING)
@@ -95,7 +102,7 @@ def test_fused_prediction_equals_hand_computed_late_fusion(
     p1 = predict.predict_video(first, videos["dark"]).probabilities
     p2 = predict.predict_video(second, videos["dark"]).probabilities
     fused = predict.predict_video(first, videos["dark"], fuse_with=second, fusion_weight=0.3)
-    np.testing.assert_allclose(fused.probabilities, 0.7 * p1 + 0.3 * p2, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(fused.probabilities, 0.7 * p1 + 0.3 * p2, rtol=1e-6)
     assert fused.fusion_weight == pytest.approx(0.3)
 
     code, out, err = _run(capsys, f"--model={trained_model_dir / 'stage2.keras'}",
