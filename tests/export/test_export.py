@@ -12,9 +12,6 @@ import tensorflow as tf
 
 import lgd_tf
 import lgd_tf.data
-
-if not hasattr(lgd_tf.data, "eval_views"):  # until the data pipeline (issue 4) is merged
-    pytest.skip("lgd_tf.data.eval_views is not available yet", allow_module_level=True)
 from lgd_tf import export
 from lgd_tf.serving import module
 from tests.export.conftest import (
@@ -175,11 +172,11 @@ def test_class_names_must_match_the_model(trained_model):
 
 def test_stage1_flow_model_export_averages_the_two_heads(tmp_path):
     """A stage-1 (Eq. 6 heads) flow model (C = 2): probabilities are the mean of the two heads'
-    softmax, and serve_encoded reads x, y flow from channels 0, 1 of each JPEG."""
+    softmax, and serve_encoded reads x, y flow from channels 0, 1 of each JPEG (3 crops)."""
     keras.utils.set_random_seed(11)
     model = tiny_lgd3d(num_classes=3, head="stage1", input_channels=2)
     result = export.export_model(model, tmp_path / "flow", top_k=3, short_side=SHORT_SIDE,
-                                 num_clips=NUM_CLIPS)
+                                 num_clips=NUM_CLIPS, num_crops=3)
     assert result.class_names == ("0", "1", "2")
     loaded = tf.saved_model.load(str(result.saved_model_dir))
 
@@ -201,7 +198,8 @@ def test_stage1_flow_model_export_averages_the_two_heads(tmp_path):
                       for f in flow])
     decoded = tf.stack([tf.io.decode_jpeg(j, channels=3)[..., :2] for j in jpegs])
     views = lgd_tf.data.eval_views(decoded, model="3d", num_frames=NUM_FRAMES,
-                                   num_clips=NUM_CLIPS, num_crops=1, short_side=SHORT_SIDE)
+                                   num_clips=NUM_CLIPS, num_crops=3, short_side=SHORT_SIDE)
+    assert views.shape == (NUM_CLIPS * 3, NUM_FRAMES, SHORT_SIDE, SHORT_SIDE, 2)
     per_view = loaded.signatures["serving_default"](clips=views)["probabilities"].numpy()
     np.testing.assert_allclose(
         loaded.signatures["serve_encoded"](encoded_frames=jpegs)["probabilities"].numpy(),

@@ -11,9 +11,6 @@ import pytest
 
 import lgd_tf
 import lgd_tf.data
-
-if not hasattr(lgd_tf.data, "eval_views"):  # until the data pipeline (issue 4) is merged
-    pytest.skip("lgd_tf.data.eval_views is not available yet", allow_module_level=True)
 from lgd_tf import predict
 from lgd_tf.serving import classifier
 from tests.export.conftest import (
