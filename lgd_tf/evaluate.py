@@ -1,0 +1,51 @@
+"""`python -m lgd_tf.evaluate --gin_file=... --model_dir=...`: video-level accuracy (Sec. 5.2).
+
+Scores averaged over every clip (and crop) of each video; top-1 / top-5, per-class accuracy,
+confusion matrix (CSV and PNG) and eval_results.json in model_dir. Evaluates stage2.keras,
+else stage1.keras, or --stage.
+"""
+
+import os
+import sys
+
+from absl import app, flags, logging
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+flags.DEFINE_multi_string("gin_file", None, "gin config file(s) of the run.")
+flags.DEFINE_multi_string("gin_bindings", [], "gin bindings, e.g. \"EVAL_PATTERN='...'\".")
+flags.DEFINE_multi_string("gin_search_paths", [], "folders searched for included gin files.")
+flags.DEFINE_string("model_dir", None, "the training run's folder.")
+flags.DEFINE_enum("stage", None, ["stage1", "stage2"], "which saved stage (default: last).")
+flags.mark_flag_as_required("model_dir")
+
+FLAGS = flags.FLAGS
+PROGRAM = "lgd_tf.evaluate"
+
+
+def evaluate(argv_flags):
+    from lgd_tf.training import evaluation, gin_config
+
+    gin_config.parse_config(argv_flags.gin_file, argv_flags.gin_bindings,
+                            argv_flags.gin_search_paths)
+    results = evaluation.evaluate_video_level(argv_flags.model_dir, stage=argv_flags.stage)
+    print(evaluation.format_results(results), flush=True)
+
+
+def main(argv):
+    if len(argv) > 1:
+        print(f"{PROGRAM}: error: unexpected arguments {argv[1:]}", file=sys.stderr)
+        return 2
+    if not FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)
+    from lgd_tf.training.errors import run_and_report
+
+    return run_and_report(PROGRAM, lambda: evaluate(FLAGS))
+
+
+def run():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,37 @@
+"""One-line errors for the entry points: what went wrong and what to change."""
+
+import sys
+
+import tensorflow as tf
+
+
+class TrainingError(ValueError):
+    """A problem the user can fix (config, data, numbers); printed as one line, exit code 1."""
+
+
+def one_line(error):
+    """The first meaningful line of an exception message (TensorFlow adds long traces)."""
+    text = str(error).strip() or type(error).__name__
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith(("Traceback", "File ", "[[", "Node:")):
+            return line
+    return text.splitlines()[0]
+
+
+def run_and_report(program, fn):
+    """Runs `fn()`; on a user-fixable error prints `program: error: ...` and returns 1.
+
+    Errors from TensorFlow's input pipeline (a bad record named by its file) and gin's
+    parser are reduced to their first line; anything else is a bug and keeps its traceback.
+    """
+    try:
+        fn()
+    except KeyboardInterrupt:
+        print(f"{program}: interrupted; rerun the same command to resume.", file=sys.stderr)
+        return 130
+    except (TrainingError, tf.errors.InvalidArgumentError, tf.errors.NotFoundError,
+            tf.errors.DataLossError) as error:
+        print(f"{program}: error: {one_line(error)}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,271 @@
+"""One stage of the two-stage fit (Sec. 4.3): a resumable training loop under a strategy.
+
+Stage 1 minimises Eq. 6, CE(W_g g_L) + CE(W_x P(x_L)); stage 2 minimises Eq. 7, CE of the
+combination classifier. The loss is whichever softmax cross-entropies the model's head outputs
+(`{"global", "local"}` or `{"combined"}`), plus L2 weight decay (Caffe style, 0.5 * wd * |W|^2
+on every kernel) when `weight_decay` > 0.
+
+Checkpoints (`tf.train.CheckpointManager`: model, optimizer with its step counter, optionally
+the input pipeline's position) are written every `checkpoint_every_steps` steps and at the end;
+TensorFlow writes them to temporary names and renames, so a run killed at any moment (SIGKILL
+included) resumes from the last saved step with the same command.
+"""
+
+import collections
+import os
+import shutil
+import sys
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+from tensorflow.core.framework import summary_pb2
+
+import gin
+from lgd_tf.models import class_probabilities
+from lgd_tf.training import strategy as strategy_lib
+from lgd_tf.training.errors import TrainingError
+
+StageResult = collections.namedtuple(
+    "StageResult", ["stage", "steps", "start_step", "seconds", "loss", "top1", "clips_per_second"])
+
+
+def _as_optimizer(optimizer):
+    if optimizer is None:
+        return keras.optimizers.SGD(learning_rate=0.01, momentum=0.9)
+    if isinstance(optimizer, keras.optimizers.Optimizer):
+        return optimizer
+    if callable(optimizer):
+        return optimizer()
+    raise TrainingError(f"fit_stage.optimizer must be a Keras optimizer or a factory. "
+                        f"Received: {optimizer!r}")
+
+
+def _make_replica_step(model, optimizer, global_batch_size, weight_decay, num_classes):
+    decayed = [v for v in model.trainable_variables if len(v.shape) >= 2]
+    top_k = min(5, num_classes)
+
+    def replica_step(clips, labels):
+        labels = tf.cast(labels, tf.int32)
+        with tf.GradientTape() as tape:
+            outputs = model(clips, training=True)
+            head_losses = {
+                name: tf.nn.sparse_softmax_cross_entropy_with_logits(
+                    labels, tf.cast(logits, tf.float32))
+                for name, logits in sorted(outputs.items())}
+            loss = tf.add_n([tf.nn.compute_average_loss(v, global_batch_size=global_batch_size)
+                             for v in head_losses.values()])
+            l2 = tf.constant(0.0)
+            if weight_decay and decayed:
+                l2 = 0.5 * weight_decay * tf.add_n(
+                    [tf.reduce_sum(tf.square(tf.cast(v, tf.float32))) for v in decayed])
+                loss += tf.nn.scale_regularization_loss(l2)
+            scaled = optimizer.scale_loss(loss)
+        grads = tape.gradient(scaled, model.trainable_variables)
+        optimizer.apply(grads, model.trainable_variables)
+        probabilities = class_probabilities(outputs)
+        stats = {f"loss/{name}": tf.reduce_sum(v) for name, v in head_losses.items()}
+        stats["loss/weight_decay"] = tf.nn.scale_regularization_loss(l2) * global_batch_size
+        stats["top1"] = tf.reduce_sum(tf.cast(
+            tf.math.in_top_k(labels, probabilities, 1), tf.float32))
+        stats["top5"] = tf.reduce_sum(tf.cast(
+            tf.math.in_top_k(labels, probabilities, top_k), tf.float32))
+        stats["count"] = tf.cast(tf.shape(labels)[0], tf.float32)
+        return stats
+
+    return replica_step
+
+
+class _Progress:
+    """A progress line every `every` steps: bar, losses, top-1/top-5, lr, clips/s, ETA."""
+
+    def __init__(self, stage, total, start, global_batch, every, enabled):
+        self.stage, self.total, self.every, self.enabled = stage, total, every, enabled
+        self.global_batch = global_batch
+        self.window = collections.defaultdict(float)
+        self.window_steps = 0
+        self.window_start = time.perf_counter()
+        self.start_step = start
+        self.start = time.perf_counter()
+        self.last = {}
+
+    def update(self, step, stats, learning_rate, writer):
+        for key, value in stats.items():
+            self.window[key] += float(value)
+        self.window_steps += 1
+        if step % self.every and step != self.total:
+            return
+        elapsed = time.perf_counter() - self.window_start
+        count = max(self.window["count"], 1.0)
+        means = {k: v / count for k, v in self.window.items() if k != "count"}
+        means["loss/total"] = sum(v for k, v in means.items() if k.startswith("loss/"))
+        clips_per_second = self.window_steps * self.global_batch / max(elapsed, 1e-9)
+        self.last = dict(means, clips_per_second=clips_per_second)
+        if writer is not None:
+            scalars = dict(means, learning_rate=learning_rate, clips_per_second=clips_per_second)
+            with writer.as_default(step=step):
+                for key, value in scalars.items():
+                    write_scalar(key, value)
+        if self.enabled:
+            done = (step - self.start_step) / max(time.perf_counter() - self.start, 1e-9)
+            eta = (self.total - step) / max(done, 1e-9)
+            width = 20
+            filled = int(width * step / self.total)
+            bar = "=" * filled + (">" if filled < width else "") + "." * (width - filled - 1)
+            heads = ", ".join(f"{k[5:]} {v:.3f}" for k, v in sorted(means.items())
+                              if k.startswith("loss/") and k not in ("loss/total",))
+            print(f"{self.stage} {step:>{len(str(self.total))}}/{self.total} [{bar[:width]}] "
+                  f"loss {means['loss/total']:.4f} ({heads}) top-1 {means['top1']:.3f} "
+                  f"top-5 {means['top5']:.3f} lr {learning_rate:.3g} "
+                  f"{clips_per_second:.1f} clips/s ETA {_duration(eta)}", flush=True)
+        self.window.clear()
+        self.window_steps = 0
+        self.window_start = time.perf_counter()
+
+
+def write_scalar(tag, value):
+    """A TensorBoard scalar (the "scalars" plugin's format) without the tensorboard package."""
+    metadata = summary_pb2.SummaryMetadata(
+        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"))
+    tf.summary.write(tag, tf.constant(value, tf.float32), metadata=metadata.SerializeToString())
+
+
+def _duration(seconds):
+    seconds = int(round(seconds))
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def _learning_rate(optimizer):
+    try:
+        return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+    except (TypeError, ValueError, AttributeError):
+        return float("nan")
+
+
+@gin.configurable(module="lgd_tf.training",
+                 denylist=["stage", "model", "strategy", "train_pattern", "stage_dir",
+                            "num_classes"])
+def fit_stage(stage, model, strategy, train_pattern, stage_dir, num_classes, *,
+              train_steps=gin.REQUIRED, batch_size=64, optimizer=None, weight_decay=1e-4,
+              checkpoint_every_steps=500, max_checkpoints=3, log_every_steps=20,
+              jit_compile=False, data_fn=None, seed=0, checkpoint_input_pipeline=False):
+    """Trains `model` for `train_steps` optimizer steps (resuming from `stage_dir`).
+
+    Args:
+        stage: "stage1" or "stage2" (names the logs).
+        model: a Keras model built in `strategy.scope()`, outputs a dict of logits.
+        strategy: the `tf.distribute.Strategy`.
+        train_pattern: TFRecord glob for `data_fn`.
+        stage_dir: checkpoints and TensorBoard logs (`stage_dir/train`).
+        num_classes: K (labels are checked against it by the input pipeline).
+        train_steps: total optimizer steps of the stage (epochs x steps per epoch).
+        batch_size: global batch, split evenly over the replicas.
+        optimizer: a Keras optimizer or a factory (gin: `@keras.optimizers.SGD`); built in
+            the strategy's scope. Default SGD(0.01, momentum 0.9) (Sec. 5.2).
+        weight_decay: L2 factor on every kernel (0 switches it off).
+        checkpoint_every_steps, max_checkpoints: checkpoint frequency and how many are kept.
+        log_every_steps: progress line and TensorBoard summaries.
+        jit_compile: XLA for the train step (off for MirroredStrategy over CPU devices).
+        data_fn: `fn(pattern, batch_size, input_context=..., seed=..., num_classes=...)`,
+            default `lgd_tf.data.train_dataset` (with its gin bindings).
+        seed: seed of the input pipeline.
+        checkpoint_input_pipeline: also checkpoint the input iterator (same data order after
+            a resume; its state holds the shuffle buffer, so keep it off for big data).
+
+    Returns:
+        StageResult.
+    """
+    from lgd_tf.training import gin_config
+
+    data_fn = data_fn or gin_config.train_dataset
+    train_steps = int(train_steps)
+    if train_steps < 0:
+        raise TrainingError(f"{stage}: train_steps must be >= 0. Received: {train_steps}")
+    replicas = strategy.num_replicas_in_sync
+    if batch_size % replicas:
+        raise TrainingError(f"{stage}: the global batch {batch_size} does not split over "
+                            f"{replicas} replicas.")
+    chief = strategy_lib.is_chief(strategy)
+    multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+    write_dir = stage_dir if chief else os.path.join(
+        stage_dir, f".tmp_{strategy_lib.worker_tag(strategy)}")
+
+    def dataset_fn(input_context):
+        try:
+            return data_fn(train_pattern, batch_size, input_context=input_context, seed=seed,
+                           num_classes=num_classes)
+        except ValueError as error:
+            raise TrainingError(f"{stage}: training data: {error}") from None
+
+    dataset = strategy.distribute_datasets_from_function(dataset_fn)
+    with strategy.scope():
+        optimizer = _as_optimizer(optimizer)
+        if keras.mixed_precision.global_policy().name == "mixed_float16" and not isinstance(
+                optimizer, keras.optimizers.LossScaleOptimizer):
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        optimizer.build(model.trainable_variables)
+        iterator = iter(dataset)
+    items = {"model": model, "optimizer": optimizer}
+    if checkpoint_input_pipeline and not multi_worker:
+        items["data"] = iterator
+    checkpoint = tf.train.Checkpoint(**items)
+    manager = tf.train.CheckpointManager(checkpoint, write_dir, max_to_keep=max_checkpoints)
+    latest = tf.train.latest_checkpoint(stage_dir)
+    if latest:
+        checkpoint.restore(latest).expect_partial()
+        logging.info("%s: restored %s", stage, latest)
+    step = start_step = int(optimizer.iterations.numpy())
+    if chief and latest and step < train_steps:
+        print(f"{stage}: resuming from step {step} ({latest})", flush=True)
+    if step >= train_steps:
+        return StageResult(stage, step, start_step, 0.0, float("nan"), float("nan"), 0.0)
+
+    replica_step = _make_replica_step(model, optimizer, batch_size, weight_decay, num_classes)
+    jit = strategy_lib.xla_allowed(strategy, jit_compile)
+    compiled_step = tf.function(replica_step, jit_compile=jit) if jit else replica_step
+
+    @tf.function
+    def train_step(iterator):
+        clips, labels = next(iterator)
+        per_replica = strategy.run(compiled_step, args=(clips, labels))
+        return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
+                for k, v in per_replica.items()}
+
+    writer = tf.summary.create_file_writer(os.path.join(stage_dir, "train")) if chief else None
+    progress = _Progress(stage, train_steps, step, batch_size, max(1, log_every_steps), chief)
+    started = time.perf_counter()
+    last_saved = step if latest else None
+    losses = []
+    while step < train_steps:
+        try:
+            stats = train_step(iterator)
+        except (StopIteration, tf.errors.OutOfRangeError):
+            raise TrainingError(f"{stage}: the training data ran out at step {step} "
+                                f"({train_pattern} yields no batch of {batch_size}).") from None
+        stats = {k: v.numpy() for k, v in stats.items()}
+        step += 1
+        loss = sum(v for k, v in stats.items() if k.startswith("loss/")) / stats["count"]
+        if not np.isfinite(loss):
+            kept = (f"the last good checkpoint (step {last_saved}) is kept in {stage_dir}"
+                    if last_saved is not None else "no checkpoint was written yet")
+            raise TrainingError(f"{stage}: the loss is {loss} at step {step}; training stopped "
+                                f"and {kept}. Lower the learning rate or check the data.")
+        losses.append(loss)
+        progress.update(step, stats, _learning_rate(optimizer), writer)
+        if step % max(1, checkpoint_every_steps) == 0 or step == train_steps:
+            manager.save(checkpoint_number=step)
+            last_saved = step
+            if writer is not None:
+                writer.flush()
+    seconds = time.perf_counter() - started
+    if writer is not None:
+        writer.close()
+    if not chief:
+        shutil.rmtree(write_dir, ignore_errors=True)
+    sys.stdout.flush()
+    last = progress.last
+    return StageResult(stage, step, start_step, seconds, float(np.mean(losses[-10:])),
+                       last.get("top1", float("nan")),
+                       (step - start_step) * batch_size / max(seconds, 1e-9))
