@@ -1,12 +1,15 @@
 """Throughput of LGD-3D R50 (16x112x112) and LGD-2D R50 (3x224x224) on this machine.
 
-Prints, for each model and its baseline (use_lgd=False: P3D / TSN) with and without XLA
-(`jit_compile=True`): forward and train-step clips/s, FLOPs per clip, achieved GFLOP/s, its
-ratio to the fp32 matmul peak measured in the same run, and the wall-time ratio LGD /
-baseline. All figures come from one run; on a shared machine they are noisy, ratios less so.
+Prints, for each model and its baseline (use_lgd=False: P3D / TSN), without and with XLA
+(`jit_compile=True`): forward and train-step clips/s, FLOPs per clip, achieved GFLOP/s and its
+ratio to the fp32 matmul peak, and the ratio LGD / baseline of wall time and of process CPU
+time. Everything comes from one run: in each timing round the matmul peak, the LGD model and
+the baseline are timed one after the other and every figure is the best of its rounds, so a
+figure and the peak it is divided by were measured under the same load. On a shared machine
+wall times stay noisy; the CPU-time ratio is the steadier measure of LGD's extra work.
 
-    python benchmarks/model_throughput.py            # ~10-15 min on 2 cores
-    python benchmarks/model_throughput.py --quick    # ~3 min: 3 steps, no XLA
+    python benchmarks/model_throughput.py            # ~15 min on 2 cores
+    python benchmarks/model_throughput.py --quick    # ~4 min: 3 rounds, no XLA
 
 FLOPs: tf.profiler's float_operation count of the inference graph (a multiply-add is 2
 FLOPs); a train step is counted as 3x the forward FLOPs (forward + two backward products).
@@ -29,26 +32,21 @@ CONFIGS = {
     "LGD-3D R50 16x112x112": (lgd_tf.models.lgd3d, {}, (16, 112, 112, 3)),
     "LGD-2D R50 3x224x224": (lgd_tf.models.lgd2d, {"num_segments": 3}, (3, 224, 224, 3)),
 }
+MATMUL_N = 4096
 
 
-def timed(fn, steps, warmup):
-    """Best of `steps` wall times (the least disturbed by other processes), after warm-up."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+def clock(fn):
+    """(wall seconds, process CPU seconds) of one call."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def matmul_peak(n=4096, steps=5):
-    a = tf.random.normal((n, n))
-    b = tf.random.normal((n, n))
+def matmul_fn():
+    a = tf.random.normal((MATMUL_N, MATMUL_N))
+    b = tf.random.normal((MATMUL_N, MATMUL_N))
     matmul = tf.function(lambda: tf.reduce_sum(tf.matmul(a, b)))
-    seconds = timed(lambda: matmul().numpy(), steps, 2)
-    return 2 * n**3 / seconds / 1e9
+    return lambda: matmul().numpy()
 
 
 def forward_flops(model, clip_shape):
@@ -83,75 +81,77 @@ def step_functions(builder, kwargs, clip_shape, use_lgd, batch, jit):
     return model, lambda: forward(x).numpy(), lambda: train_step(x, y).numpy()
 
 
-def measure_pair(builder, kwargs, clip_shape, batch, steps, jit):
-    """Forward and train-step seconds of LGD and baseline, timed in alternation."""
+def measure(builder, kwargs, clip_shape, batch, rounds, jit, matmul):
+    """Best wall / CPU seconds of matmul, forward and train step of LGD and baseline."""
     fns = {use_lgd: step_functions(builder, kwargs, clip_shape, use_lgd, batch, jit)
            for use_lgd in (True, False)}
-    for _, forward, train in fns.values():  # compile + warm up
-        forward()
-        train()
-    best = {key: [float("inf"), float("inf")] for key in fns}
-    for _ in range(steps):
-        for use_lgd, (_, forward, train) in fns.items():
-            best[use_lgd][0] = min(best[use_lgd][0], timed(forward, 1, 0))
-            best[use_lgd][1] = min(best[use_lgd][1], timed(train, 1, 0))
-    return {use_lgd: (fns[use_lgd][0], *best[use_lgd]) for use_lgd in fns}
+    timers = {"matmul": matmul}
+    for use_lgd, (_, forward, train) in fns.items():
+        timers[(use_lgd, "forward")] = forward
+        timers[(use_lgd, "train")] = train
+    for fn in timers.values():  # compile and warm up
+        fn()
+    best = {key: (float("inf"), float("inf")) for key in timers}
+    for _ in range(rounds):
+        for key, fn in timers.items():
+            wall, cpu = clock(fn)
+            best[key] = (min(best[key][0], wall), min(best[key][1], cpu))
+    models = {use_lgd: fns[use_lgd][0] for use_lgd in fns}
+    return models, best
+
+
+def report(title, clip_shape, batch, models, best, jit):
+    peak = 2 * MATMUL_N**3 / best["matmul"][0] / 1e9
+    flops = {k: forward_flops(m, clip_shape) for k, m in models.items()}
+    print(f"\n{title}, jit_compile={jit}: fp32 matmul peak {peak:.1f} GFLOP/s "
+          f"(best {MATMUL_N}^3 tf.matmul in the same rounds)")
+    for use_lgd in (True, False):
+        name = "LGD     " if use_lgd else "baseline"
+        f = flops[use_lgd]
+        fwd = best[(use_lgd, "forward")][0]
+        train = best[(use_lgd, "train")][0]
+        fwd_gflops = batch * f / fwd / 1e9
+        train_gflops = 3 * batch * f / train / 1e9
+        print(f"  {name} {f / 1e9:6.2f} GFLOP/clip, {models[use_lgd].count_params():>11,} "
+              f"params | forward {batch / fwd:5.2f} clips/s {fwd_gflops:6.1f} GFLOP/s "
+              f"({fwd_gflops / peak:.2f} of peak) | train step {batch / train:5.2f} clips/s "
+              f"{train_gflops:6.1f} GFLOP/s ({train_gflops / peak:.2f} of peak)")
+    for kind in ("forward", "train"):
+        (lw, lc), (bw, bc) = best[(True, kind)], best[(False, kind)]
+        print(f"  LGD / baseline {kind:7}: wall time {lw / bw:.3f}, CPU time {lc / bc:.3f}")
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="3 timed steps, no XLA")
+    parser.add_argument("--quick", action="store_true", help="3 rounds, no XLA")
     parser.add_argument("--batch", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--rounds", type=int, default=None)
     args = parser.parse_args()
-    steps = args.steps or (3 if args.quick else 5)
+    rounds = args.rounds or (3 if args.quick else 5)
     jit_modes = (False,) if args.quick else (False, True)
-
-    print(f"TensorFlow {tf.__version__}, keras {keras.__version__}, "
-          f"{os.cpu_count()} CPU cores, batch {args.batch}, best of {steps} steps "
-          "(LGD and baseline timed in alternation)")
-    peak = matmul_peak()
-    print(f"fp32 matmul peak (4096^3 tf.matmul): {peak:.1f} GFLOP/s")
+    print(f"TensorFlow {tf.__version__}, keras {keras.__version__}, {os.cpu_count()} CPU "
+          f"cores, batch {args.batch}, best of {rounds} rounds; stage-2 head, 400 classes")
+    matmul = matmul_fn()
+    seconds = {}
     for title, (builder, kwargs, clip_shape) in CONFIGS.items():
-        results = {}
-        flops, params = {}, {}
         for jit in jit_modes:
             try:
-                pair = measure_pair(builder, kwargs, clip_shape, args.batch, steps, jit)
-            except Exception as error:  # XLA may reject an op: report it, go on
-                print(f"  {title} jit={jit}: failed "
-                      f"({type(error).__name__}: {str(error).splitlines()[0][:120]})")
+                models, best = measure(builder, kwargs, clip_shape, args.batch, rounds, jit,
+                                       matmul)
+            except Exception as error:  # XLA may reject an op: report it and go on
+                print(f"\n{title}, jit_compile={jit}: failed "
+                      f"({type(error).__name__}: {str(error).splitlines()[0][:160]})")
                 continue
-            for use_lgd, (model, fwd, train) in pair.items():
-                if use_lgd not in flops:
-                    flops[use_lgd] = forward_flops(model, clip_shape)
-                    params[use_lgd] = model.count_params()
-                results[(use_lgd, jit)] = (fwd, train)
-            del pair
-        if not results:
-            continue
-        print(f"\n{title}: forward {flops[True] / 1e9:.2f} GFLOP/clip with LGD, "
-              f"{flops[False] / 1e9:.2f} baseline; params {params[True]:,} with LGD, "
-              f"{params[False]:,} baseline (stage-2 head, 400 classes)")
-        for (use_lgd, jit), (fwd, train) in results.items():
-            name = "LGD     " if use_lgd else "baseline"
-            f = flops[use_lgd]
-            fwd_gflops = args.batch * f / fwd / 1e9
-            train_gflops = 3 * args.batch * f / train / 1e9
-            print(f"  {name} jit={str(jit):5} forward {args.batch / fwd:6.2f} clips/s "
-                  f"{fwd_gflops:6.1f} GFLOP/s ({fwd_gflops / peak:.2f} of peak) | train step "
-                  f"{args.batch / train:6.2f} clips/s {train_gflops:6.1f} GFLOP/s "
-                  f"({train_gflops / peak:.2f} of peak)")
-        for jit in jit_modes:
-            if (True, jit) in results and (False, jit) in results:
-                (lf, lt), (bf, bt) = results[(True, jit)], results[(False, jit)]
-                print(f"  wall time LGD / baseline (jit={jit}): forward {lf / bf:.3f}, "
-                      f"train step {lt / bt:.3f}")
-        for use_lgd in (True, False):
-            if (use_lgd, False) in results and (use_lgd, True) in results:
-                (nf, nt), (jf, jt) = results[(use_lgd, False)], results[(use_lgd, True)]
-                print(f"  XLA speed-up ({'LGD' if use_lgd else 'baseline'}): forward "
-                      f"{nf / jf:.2f}x, train step {nt / jt:.2f}x")
+            report(title, clip_shape, args.batch, models, best, jit)
+            seconds[(title, jit)] = best
+            del models
+    for title in CONFIGS:
+        if (title, False) in seconds and (title, True) in seconds:
+            plain, xla = seconds[(title, False)], seconds[(title, True)]
+            print(f"\n{title}: XLA speed-up (wall, >1 = faster) " + ", ".join(
+                f"{'LGD' if use_lgd else 'baseline'} {kind} "
+                f"{plain[(use_lgd, kind)][0] / xla[(use_lgd, kind)][0]:.2f}x"
+                for use_lgd in (True, False) for kind in ("forward", "train")))
 
 
 if __name__ == "__main__":
