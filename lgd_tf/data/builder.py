@@ -133,7 +133,7 @@ def _write_shards(jobs, worker, output_dir, prefix, num_shards, num_workers, sum
         remaining[shard] -= 1
         if remaining[shard] == 0:
             path = writer.shard_path(output_dir, prefix, shard, num_shards)
-            writer.write_shard(path, pending.pop(shard))
+            writer.write_shard(path, pending.pop(shard, []))  # all its videos may be skipped
             summary.shards_written.append(path)
         if done % report_every == 0 or done == total:
             rate = done / max(time.time() - start, 1e-9)

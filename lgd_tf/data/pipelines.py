@@ -126,9 +126,17 @@ def _jpegs_ok(jpegs):
     return tf.logical_and(soi, tf.reduce_all(eoi))
 
 
-def _decode(jpegs, channels):
-    """JPEG strings (K,) -> uint8 (K, H, W, channels) (flow: channels 0 and 1 of the image)."""
-    frames = tf.map_fn(lambda j: tf.io.decode_jpeg(j, channels=3), jpegs,
+def _decode(jpegs, channels, window=None):
+    """JPEG strings (K,) -> uint8 (K, H, W, channels) (flow: channels 0 and 1 of the image).
+
+    window: optional (y, x, h, w): decode only that part of each frame (libjpeg skips the
+    rest of the IDCT and colour conversion).
+    """
+    if window is None:
+        decode = lambda j: tf.io.decode_jpeg(j, channels=3)
+    else:
+        decode = lambda j: tf.io.decode_and_crop_jpeg(j, window, channels=3)
+    frames = tf.map_fn(decode, jpegs,
                        fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8),
                        parallel_iterations=16)
     return frames[..., :channels]
@@ -251,11 +259,13 @@ def train_dataset(file_pattern, batch_size, *, model="3d", modality="rgb", num_f
             return sampling.random_tsn_indices(n, num_segments, short_video, s_time)
 
         def build(jpegs, position):
-            frames = tf.gather(_decode(jpegs, channels), position)
-            frames = sampling.resize_frames(frames, resize)
             limits = tf.constant([resize[0] - crop_size + 1, resize[1] - crop_size + 1])
             offset = tf.random.stateless_uniform([2], s_crop, 0, 1 << 30, dtype=tf.int32) % limits
-            clip = frames[:, offset[0]:offset[0] + crop_size, offset[1]:offset[1] + crop_size]
+            window = sampling.source_window(tf.io.extract_jpeg_shape(jpegs[0])[:2], resize,
+                                            offset, crop_size)
+            frames = _decode(jpegs, channels, window)
+            frames = sampling.resize_frames(frames, (crop_size, crop_size))
+            clip = tf.gather(frames, position)
             if flip:
                 coin = tf.random.stateless_uniform([], s_crop + 1, 0.0, 1.0)
                 clip = tf.cond(coin < 0.5, lambda: _flip(clip, modality), lambda: clip)

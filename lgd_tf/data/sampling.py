@@ -120,6 +120,21 @@ def resize_frames(frames, size):
     return tf.cond(same, lambda: tf.identity(frames), resize)
 
 
+def source_window(source_size, size, offset, crop_size):
+    """The part of a (H, W) frame that the `crop_size` square at `offset` of the frame resized
+    to `size` (H', W') shows: int32 (y, x, h, w) in source pixels (Sec. 5.2 random crop).
+
+    Cropping this window and resizing it to crop_size x crop_size equals resizing the whole
+    frame then cropping, up to rounding the window to whole source pixels (< 0.5 px, i.e. a
+    scale change below 1 % for 112-pixel crops), at a fraction of the decode and resize cost.
+    """
+    src = tf.cast(source_size, tf.float32)
+    scale = src / tf.constant(size, tf.float32)
+    extent = tf.minimum(tf.round(crop_size * scale), src)
+    start = tf.clip_by_value(tf.round(tf.cast(offset, tf.float32) * scale), 0.0, src - extent)
+    return tf.cast(tf.concat([start, extent], axis=0), tf.int32)
+
+
 def resize_shorter_side(frames, short_side):
     """uint8 (..., H, W, C) -> shorter side `short_side`, aspect ratio kept."""
     shape = tf.shape(frames)

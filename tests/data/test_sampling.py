@@ -115,3 +115,24 @@ def test_eval_views_errors():
         eval_views(np.zeros((8, 8, 3), np.uint8))
     with pytest.raises(tf.errors.InvalidArgumentError, match="no frames"):
         eval_views(np.zeros((0, 8, 8, 3), np.uint8), num_frames=2, num_clips=1)
+
+
+def test_source_window_crop_matches_resize_then_crop():
+    # Smooth frames: cropping the source window and resizing it equals resizing the whole
+    # frame to 120x160 and cropping 112x112 (Sec. 5.2) up to the sub-pixel window rounding.
+    yy, xx = np.mgrid[0:128, 0:171].astype(np.float32)
+    # At most ~7.3 levels per pixel, so a window off by < 0.5 px costs <= ~4 levels.
+    frame = np.stack([128 + 100 * np.sin(xx / 25 + yy / 30 + c) for c in range(3)], -1)
+    frames = np.clip(frame, 0, 255).astype(np.uint8)[None]
+    full = sampling.resize_frames(frames, (120, 160)).numpy().astype(int)
+    for offset in [(0, 0), (8, 48), (3, 20)]:
+        window = sampling.source_window((128, 171), (120, 160), offset, 112).numpy()
+        y, x, h, w = window
+        assert (h, w) == (119, 120) and 0 <= y <= 128 - h and 0 <= x <= 171 - w
+        cut = sampling.resize_frames(frames[:, y:y + h, x:x + w], (112, 112)).numpy().astype(int)
+        expected = full[:, offset[0]:offset[0] + 112, offset[1]:offset[1] + 112]
+        error = np.abs(cut - expected).mean()
+        assert error < 2.0 and np.abs(cut - expected).max() <= 5
+        off = sampling.resize_frames(frames[:, y + 3:y + 3 + h, x:x + w], (112, 112)).numpy()
+        assert np.abs(off.astype(int) - expected).mean() > 2 * error  # 3 px off is caught
+    assert sampling.source_window((40, 40), (40, 40), (0, 0), 40).numpy().tolist() == [0, 0, 40, 40]
