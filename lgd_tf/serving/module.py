@@ -186,31 +186,15 @@ class VideoClassifierModule(tf.Module):
         return self._classify_views(views)
 
     def _classify_encoded(self, encoded_frames):
-        # As lgd_tf.data.eval_dataset: only the JPEGs the views use are decoded, then resized;
-        # the same views as `eval_views` on all decoded frames.
-        from lgd_tf.data import sampling
-
-        config = self.sampling
-        num_frames = tf.size(encoded_frames)
-        with tf.control_dependencies([tf.debugging.assert_positive(
-                num_frames, message="serve_encoded: the video has no frames")]):
-            indices = sampling.eval_indices(
-                num_frames, model=config.model, num_frames=config.num_frames,
-                temporal_stride=config.temporal_stride, num_segments=config.num_segments,
-                num_clips=config.num_clips, short_video=config.short_video)
-        unique, position = tf.unique(tf.reshape(indices, [-1]))
         channels = self.input_channels
 
         def decode(jpeg):
-            # Flow JPEGs carry x, y in channels 0, 1 and a constant channel 2.
+            # As lgd_tf.data's pipelines: flow JPEGs carry x, y in channels 0, 1.
             return tf.io.decode_jpeg(jpeg, channels=3)[..., :channels]
 
-        frames = tf.map_fn(decode, tf.gather(encoded_frames, unique),
+        frames = tf.map_fn(decode, encoded_frames,
                            fn_output_signature=tf.TensorSpec((None, None, channels), tf.uint8))
-        frames = sampling.resize_shorter_side(frames, config.short_side)
-        views = sampling.views_from_frames(frames, tf.reshape(position, tf.shape(indices)),
-                                           config.num_crops)
-        return self._classify_views(views)
+        return self._classify_frames(frames)
 
     def _features(self, clips):
         outputs = self._keras.backbone(clips, training=False)
