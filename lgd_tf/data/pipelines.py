@@ -168,8 +168,14 @@ def _guarded(parsed, source, num_classes, indices_fn, jpeg_shape, build_fn):
 
 
 def _finish(ds, ignore_errors, skip_counter):
-    """Drops (and logs, counts) or raises on records whose `ok` flag is False."""
+    """Drops (and logs, counts) or raises on records whose `ok` flag is False.
+
+    With ignore_errors, a failure no check foresaw (a JPEG with valid markers but damaged
+    data, a record that is not a SequenceExample) is skipped by `Dataset.ignore_errors`:
+    logged by TensorFlow, not counted.
+    """
     if ignore_errors:
+        ds = ds.ignore_errors(log_warning=True)
         def keep(ok, message):
             def log_and_count():
                 ops = [tf.print(message, "(skipped)")]

@@ -110,3 +110,26 @@ def test_good_records_are_not_flagged(tmp_path):
     counter = SkipCounter()
     assert _eval(path, ignore_errors=True, skip_counter=counter) == [b"noisy"]
     assert counter.count == 0
+
+
+def test_damage_inside_a_jpeg_is_skipped_with_ignore_errors(tmp_path):
+    example = _good(1, "scrambled")
+    value = example.feature_lists.feature_list[schema.IMAGE_KEY].feature[0].bytes_list.value
+    jpeg = bytearray(value[0])
+    jpeg[2:-2] = bytes(len(jpeg) - 4)  # markers intact, everything between them zeroed
+    value[0] = bytes(jpeg)
+    path = _shard(tmp_path, example)
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        _eval(path)
+    assert _eval(path, ignore_errors=True) == [b"a", b"c"]
+
+
+def test_distribute_datasets_from_function(tmp_path):
+    for k in range(2):
+        helpers.write_records(tmp_path / f"s{k}.tfrecord", [(helpers.indexed_frames(8), k, "v")])
+    strategy = tf.distribute.get_strategy()
+    dist = strategy.distribute_datasets_from_function(
+        lambda ctx: train_dataset(str(tmp_path / "s*.tfrecord"), 2, num_frames=4,
+                                  resize=(24, 32), crop_size=16, input_context=ctx))
+    clips, labels = next(iter(dist))
+    assert clips.shape == (2, 4, 16, 16, 3) and labels.dtype == tf.int32
