@@ -37,7 +37,7 @@ def main(argv):
         print(f"{PROGRAM}: error: unexpected arguments {argv[1:]}", file=sys.stderr)
         return 2
     if not FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)
+        logging.set_verbosity(logging.ERROR)
     from lgd_tf.training.errors import run_and_report
 
     return run_and_report(PROGRAM, lambda: evaluate(FLAGS))

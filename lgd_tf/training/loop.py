@@ -43,31 +43,55 @@ def _as_optimizer(optimizer):
                         f"Received: {optimizer!r}")
 
 
-def _make_replica_step(model, optimizer, global_batch_size, weight_decay, num_classes):
+def stage_loss(outputs, labels, global_batch_size):
+    """Eq. 6 (stage 1: CE of the global and the local head) or Eq. 7 (stage 2: CE of the
+    combination classifier): the sum over the head outputs of each head's softmax
+    cross-entropy, averaged over the GLOBAL batch (so replicas' sums add up to the mean).
+
+    Returns:
+        (loss, {head: per-example cross-entropy (B,)}).
+    """
+    labels = tf.cast(labels, tf.int32)
+    head_losses = {
+        name: tf.nn.sparse_softmax_cross_entropy_with_logits(labels, tf.cast(logits, tf.float32))
+        for name, logits in sorted(outputs.items())}
+    loss = tf.add_n([tf.nn.compute_average_loss(v, global_batch_size=global_batch_size)
+                     for v in head_losses.values()])
+    return loss, head_losses
+
+
+def loss_and_gradients(model, optimizer, clips, labels, global_batch_size, weight_decay):
+    """One replica's forward and backward pass.
+
+    Returns:
+        (gradients of the (scaled) loss w.r.t. model.trainable_variables, outputs,
+        head_losses, weight-decay term of this replica).
+    """
     decayed = [v for v in model.trainable_variables if len(v.shape) >= 2]
+    with tf.GradientTape() as tape:
+        outputs = model(clips, training=True)
+        loss, head_losses = stage_loss(outputs, labels, global_batch_size)
+        l2 = tf.constant(0.0)
+        if weight_decay and decayed:
+            l2 = tf.nn.scale_regularization_loss(0.5 * weight_decay * tf.add_n(
+                [tf.reduce_sum(tf.square(tf.cast(v, tf.float32))) for v in decayed]))
+            loss += l2
+        scaled = optimizer.scale_loss(loss) if optimizer is not None else loss
+    grads = tape.gradient(scaled, model.trainable_variables)
+    return grads, outputs, head_losses, l2
+
+
+def _make_replica_step(model, optimizer, global_batch_size, weight_decay, num_classes):
     top_k = min(5, num_classes)
 
     def replica_step(clips, labels):
         labels = tf.cast(labels, tf.int32)
-        with tf.GradientTape() as tape:
-            outputs = model(clips, training=True)
-            head_losses = {
-                name: tf.nn.sparse_softmax_cross_entropy_with_logits(
-                    labels, tf.cast(logits, tf.float32))
-                for name, logits in sorted(outputs.items())}
-            loss = tf.add_n([tf.nn.compute_average_loss(v, global_batch_size=global_batch_size)
-                             for v in head_losses.values()])
-            l2 = tf.constant(0.0)
-            if weight_decay and decayed:
-                l2 = 0.5 * weight_decay * tf.add_n(
-                    [tf.reduce_sum(tf.square(tf.cast(v, tf.float32))) for v in decayed])
-                loss += tf.nn.scale_regularization_loss(l2)
-            scaled = optimizer.scale_loss(loss)
-        grads = tape.gradient(scaled, model.trainable_variables)
+        grads, outputs, head_losses, l2 = loss_and_gradients(
+            model, optimizer, clips, labels, global_batch_size, weight_decay)
         optimizer.apply(grads, model.trainable_variables)
         probabilities = class_probabilities(outputs)
         stats = {f"loss/{name}": tf.reduce_sum(v) for name, v in head_losses.items()}
-        stats["loss/weight_decay"] = tf.nn.scale_regularization_loss(l2) * global_batch_size
+        stats["loss/weight_decay"] = l2 * global_batch_size
         stats["top1"] = tf.reduce_sum(tf.cast(
             tf.math.in_top_k(labels, probabilities, 1), tf.float32))
         stats["top5"] = tf.reduce_sum(tf.cast(

@@ -1,0 +1,103 @@
+"""Video-level evaluation (Sec. 5.2): scores averaged over the views of each video."""
+
+import csv
+import io
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from sklearn.metrics import confusion_matrix as sk_confusion_matrix
+
+from lgd_tf.models import class_probabilities
+from lgd_tf.training import evaluation, files, gin_config
+
+
+def test_average_view_scores_is_the_mean_over_views():
+    scores = np.array([[[0.7, 0.2, 0.1], [0.1, 0.6, 0.3]],
+                       [[0.2, 0.2, 0.6], [0.4, 0.4, 0.2]]])
+    expected = np.array([[0.4, 0.4, 0.2], [0.3, 0.3, 0.4]])
+    np.testing.assert_allclose(evaluation.average_view_scores(scores), expected)
+    with pytest.raises(ValueError, match="Received shape"):
+        evaluation.average_view_scores(np.zeros((2, 3)))
+
+
+def test_top_k_correct_counts_ties_by_lower_index():
+    scores = np.array([[0.1, 0.5, 0.4], [0.3, 0.3, 0.4], [0.5, 0.2, 0.3]])
+    labels = np.array([2, 1, 1])
+    np.testing.assert_array_equal(evaluation.top_k_correct(scores, labels, 1),
+                                  [False, False, False])
+    # Row 2: order is 2, then 0 (tie with 1, lower index first).
+    np.testing.assert_array_equal(evaluation.top_k_correct(scores, labels, 2),
+                                  [True, False, False])
+    np.testing.assert_array_equal(evaluation.top_k_correct(scores, labels, 5),
+                                  [True, True, True])
+
+
+def test_confusion_matrix_and_per_class_accuracy_match_sklearn():
+    rng = np.random.default_rng(0)
+    labels, predictions = rng.integers(0, 5, 40), rng.integers(0, 5, 40)
+    labels[labels == 4] = 3  # class 4 has no video
+    matrix = evaluation.confusion_matrix(labels, predictions, 5)
+    np.testing.assert_array_equal(
+        matrix, sk_confusion_matrix(labels, predictions, labels=list(range(5))))
+    accuracy = evaluation.per_class_accuracy(matrix)
+    for k in range(4):
+        assert accuracy[k] == pytest.approx(np.mean(predictions[labels == k] == k))
+    assert np.isnan(accuracy[4])
+
+
+def test_confusion_png_and_csv():
+    matrix = np.array([[3, 0, 0], [1, 1, 0], [0, 0, 0]])
+    image = tf.io.decode_png(evaluation.confusion_png(matrix, cell=10)).numpy()
+    assert image.shape == (30, 30, 3)
+    np.testing.assert_array_equal(image[5, 5], [8, 48, 107])  # 3/3 -> dark blue
+    np.testing.assert_array_equal(image[5, 15], [255, 255, 255])  # 0 -> white
+    np.testing.assert_array_equal(image[15, 15], [132, 152, 181])  # 1/2 -> halfway
+    np.testing.assert_array_equal(image[25, 25], [255, 255, 255])  # empty row stays white
+    assert image[0, 5].tolist() == [160, 160, 160]  # grid line
+    rows = list(csv.reader(io.StringIO(evaluation.confusion_csv(matrix, ["a", "b,c", "d"]))))
+    assert rows[0] == ["true\\predicted", "a", "b,c", "d"]
+    assert rows[2] == ["b,c", "1", "1", "0"]
+
+
+def test_evaluate_averages_view_probabilities_like_a_hand_computation(tiny_config, tmp_path):
+    """The real pipeline and a real tiny LGD-3D: per-video scores = mean over views."""
+    tiny_config("lgd_tf.data.eval_dataset.num_clips = 3")
+    model = gin_config.lgd3d(head="stage1")
+    files.save_model(model, str(tmp_path / "stage1.keras"))
+
+    results = evaluation.evaluate_video_level(str(tmp_path))
+
+    sources = gin_config.call_configurable(
+        __import__("lgd_tf.training.two_stage", fromlist=["x"]).data_sources, need_train=False)
+    expected_scores, expected_labels, ids = [], [], []
+    for views, labels, media_ids in gin_config.eval_dataset(sources.eval_pattern, 1):
+        assert views.shape[1] == 3
+        per_view = [class_probabilities(model(views[:, v], training=False)).numpy()[0]
+                    for v in range(views.shape[1])]
+        expected_scores.append(np.mean(per_view, axis=0))
+        expected_labels.append(int(labels[0]))
+        ids.append(media_ids[0].numpy().decode())
+    expected_scores, expected_labels = np.array(expected_scores), np.array(expected_labels)
+    expected_top1 = np.mean(np.argmax(expected_scores, axis=1) == expected_labels)
+    ranks = np.argsort(-expected_scores, axis=1)[:, :5]
+    expected_top5 = np.mean([y in r for y, r in zip(expected_labels, ranks, strict=True)])
+
+    assert results["num_videos"] == 12 and results["views_per_video"] == 3
+    assert results["stage"] == "stage1"
+    assert results["top1"] == pytest.approx(expected_top1)
+    assert results["top5"] == pytest.approx(expected_top5)
+    with open(tmp_path / "eval_predictions.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["media_id"] for r in rows] == ids
+    np.testing.assert_array_equal([int(r["predicted"]) for r in rows],
+                                  np.argmax(expected_scores, axis=1))
+    np.testing.assert_allclose([float(r["score"]) for r in rows], expected_scores.max(axis=1),
+                               atol=1e-5)
+    on_disk = json.loads((tmp_path / "eval_results.json").read_text())
+    assert on_disk["top1"] == results["top1"]
+    matrix = np.loadtxt(tmp_path / "confusion_matrix.csv", delimiter=",", skiprows=1,
+                        usecols=range(1, 13))
+    assert matrix.sum() == 12 and np.trace(matrix) == round(12 * expected_top1)
+    assert tf.io.decode_png((tmp_path / "confusion_matrix.png").read_bytes()).shape[-1] == 3
