@@ -1,0 +1,89 @@
+"""Untrusted model files: `.keras` loading keeps Keras safe_mode on everywhere.
+
+A `.keras` file whose Lambda layer would run code when the model is rebuilt is refused by
+predict, export and `lgd3d(weights=...)`, and its code never runs. The control loads the same
+file with safe_mode=False and sees the code run, so the payload is live.
+"""
+
+import keras
+import pytest
+
+import lgd_tf
+from lgd_tf import export, predict
+from tests.data import helpers
+
+
+def _payload_model(marker):
+    marker = str(marker)
+    inputs = keras.Input((4, 32, 32, 3))
+    # Runs when the layer is called, i.e. when a loader rebuilds the model.
+    touched = keras.layers.Lambda(lambda x: (open(marker, "a").write("ran\n"), x)[1])(inputs)
+    pooled = keras.layers.GlobalAveragePooling3D()(touched)
+    return keras.Model(inputs, {"combined": keras.layers.Dense(2)(pooled)})
+
+
+@pytest.fixture
+def untrusted(tmp_path):
+    """model_dir/stage2.keras with a code-running Lambda, class_names.txt, a video."""
+    marker = tmp_path / "code_ran.txt"
+    model_dir = tmp_path / "model_dir"
+    model_dir.mkdir()
+    model = _payload_model(marker)
+    model.save(model_dir / "stage2.keras")
+    (model_dir / "class_names.txt").write_text("a\nb\n")
+    marker.unlink(missing_ok=True)  # building the model above called the Lambda once
+    video = helpers.write_video(tmp_path / "v.mp4", helpers.indexed_frames(4, 32, 32), "libx264")
+    return model_dir, marker, video
+
+
+def test_control_the_payload_runs_without_safe_mode(untrusted):
+    model_dir, marker, _ = untrusted
+    keras.saving.load_model(model_dir / "stage2.keras", safe_mode=False)
+    assert marker.read_text().startswith("ran")
+
+
+def test_predict_refuses_it_with_exit_2(untrusted, capsys):
+    model_dir, marker, video = untrusted
+    code = predict.run(["predict", f"--model={model_dir / 'stage2.keras'}", f"--video={video}"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "stage2.keras" in err and "Lambda" in err
+    assert not marker.exists()
+
+
+def test_export_refuses_it_with_exit_2(untrusted, tmp_path, capsys):
+    model_dir, marker, _ = untrusted
+    code = export.run(["export", f"--model_dir={model_dir}",
+                       f"--export_dir={tmp_path / 'export'}"])
+    err = capsys.readouterr().err
+    assert code == 2 and "stage2.keras" in err and "Lambda" in err
+    assert not marker.exists() and not (tmp_path / "export" / "1").exists()
+
+
+def test_lgd3d_weights_refuses_it(untrusted):
+    model_dir, marker, _ = untrusted
+    with pytest.raises(ValueError, match="Lambda"):
+        lgd_tf.models.lgd3d(num_classes=2, stage_blocks=(1, 1, 1, 1), base_filters=8,
+                            num_frames=4, sketch_dim=64, weights=str(model_dir / "stage2.keras"))
+    assert not marker.exists()
+
+
+@pytest.mark.xfail(
+    strict=True, raises=AssertionError,
+    reason="Keras 3.15 deserialize_keras_object prefers the global safe-mode flag over the "
+           "safe_mode=True argument; lgd_tf/serving/loading.py does not pin it with a scope")
+def test_safe_mode_holds_after_unsafe_deserialization_was_enabled(untrusted):
+    """Another library in the process may call enable_unsafe_deserialization(); predict's
+    explicit safe_mode=True should still refuse the file and run none of its code."""
+    from keras.src.backend.common import global_state
+
+    model_dir, marker, video = untrusted
+    previous = global_state.get_global_attribute("safe_mode_saving")
+    keras.config.enable_unsafe_deserialization()
+    try:
+        with pytest.raises(ValueError) as info:
+            predict.predict_video(model_dir / "stage2.keras", video)
+    finally:
+        global_state.set_global_attribute("safe_mode_saving", previous)
+    assert not marker.exists(), "the Lambda's code ran"
+    assert "Lambda" in str(info.value)
