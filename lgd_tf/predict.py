@@ -115,12 +115,10 @@ def predict_video(model, video, *, fuse_with=None, fusion_weight=fusion.DEFAULT_
     if len(classifiers) == 1:
         probabilities, weight = scores[0], None
     else:
-        first, second = classifiers
         # Sec. 5.5: w weighs the flow stream; with two models of one modality, the second.
-        if first.modality == "flow" and second.modality == "rgb":
-            probabilities = fusion.fuse_scores(scores[1], scores[0], fusion_weight)
-        else:
-            probabilities = fusion.fuse_scores(scores[0], scores[1], fusion_weight)
+        probabilities = fusion.fuse_two_models(
+            scores[0], scores[1], modality=classifiers[0].modality,
+            fuse_with_modality=classifiers[1].modality, fusion_weight=fusion_weight)
         weight = float(fusion_weight)
     return Prediction(
         video=str(video),

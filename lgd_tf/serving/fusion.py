@@ -68,3 +68,27 @@ def fuse_scores_by_media_id(rgb_scores, flow_scores, flow_weight=DEFAULT_FLOW_WE
         media_id: fuse_scores(scores, flow_scores[media_id], weight)
         for media_id, scores in rgb_scores.items()
     }
+
+
+def fuse_two_models(scores, fuse_with_scores, *, modality="rgb", fuse_with_modality="flow",
+                    fusion_weight=DEFAULT_FLOW_WEIGHT):
+    """Late fusion of a model and a `--fuse_with` model, as `evaluate` and `predict` do it.
+
+    `fusion_weight` is the weight of the flow stream, whichever of the two models it is; if
+    both have the same modality it is the weight of the `fuse_with` model.
+
+    Args:
+        scores, fuse_with_scores: arrays `(..., K)`, or `{media_id: (K,)}` mappings.
+        modality, fuse_with_modality: "rgb" or "flow" (input channels 3 or 2).
+        fusion_weight: w in `(1 - w) * rgb + w * flow`.
+    """
+    for name, value in (("modality", modality), ("fuse_with_modality", fuse_with_modality)):
+        if value not in ("rgb", "flow"):
+            raise ValueError(f"`{name}` must be 'rgb' or 'flow'. Received: {value!r}")
+    if modality == "flow" and fuse_with_modality == "rgb":
+        rgb, flow = fuse_with_scores, scores
+    else:
+        rgb, flow = scores, fuse_with_scores
+    if isinstance(rgb, dict):
+        return fuse_scores_by_media_id(rgb, flow, fusion_weight)
+    return fuse_scores(rgb, flow, fusion_weight)

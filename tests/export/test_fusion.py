@@ -58,3 +58,21 @@ def test_fuse_by_media_id_matches_videos_not_positions():
 def test_fuse_by_media_id_rejects_different_video_sets():
     with pytest.raises(ValueError, match="same videos"):
         fusion.fuse_scores_by_media_id({"a": [1.0]}, {"b": [1.0]})
+
+
+def test_fuse_two_models_gives_the_weight_to_the_flow_stream_in_either_order():
+    rgb = np.array([0.8, 0.2])
+    flow = np.array([0.2, 0.8])
+    expected = [0.7 * 0.8 + 0.3 * 0.2, 0.7 * 0.2 + 0.3 * 0.8]
+    np.testing.assert_allclose(fusion.fuse_two_models(
+        rgb, flow, modality="rgb", fuse_with_modality="flow", fusion_weight=0.3), expected)
+    np.testing.assert_allclose(fusion.fuse_two_models(
+        flow, rgb, modality="flow", fuse_with_modality="rgb", fusion_weight=0.3), expected)
+    # Same modality: the weight goes to the fuse_with model.
+    np.testing.assert_allclose(fusion.fuse_two_models(
+        rgb, flow, modality="rgb", fuse_with_modality="rgb", fusion_weight=0.3), expected)
+    by_id = fusion.fuse_two_models({"v": flow}, {"v": rgb}, modality="flow",
+                                   fuse_with_modality="rgb", fusion_weight=0.3)
+    np.testing.assert_allclose(by_id["v"], expected)
+    with pytest.raises(ValueError, match="modality"):
+        fusion.fuse_two_models(rgb, flow, modality="depth")
