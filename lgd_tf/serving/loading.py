@@ -1,13 +1,15 @@
 """Finding and loading trained models: model_dir, `.keras` files and exported SavedModels.
 
-Trust model: a `.keras` file is loaded with `safe_mode=True` (only classes registered with
-Keras or lgd_tf are built, no Lambda/pickled code); a SavedModel is a TensorFlow graph that is
+Trust model: a `.keras` file is loaded with `safe_mode=True`, pinned even if the process enabled
+unsafe deserialisation (only classes registered with Keras or lgd_tf are built, no Lambda or
+pickled code); a SavedModel is a TensorFlow graph that is
 executed as is, so only load SavedModels you trust (as with any TF Serving model).
 """
 
 import pathlib
 
 import keras
+from keras.src.saving.serialization_lib import SafeModeScope
 
 CLASS_NAMES_FILE = "class_names.txt"
 STAGE_FILES = ("stage2.keras", "stage1.keras")
@@ -56,7 +58,10 @@ def load_keras_model(model_dir_or_keras_path):
 
     keras_path = find_keras_file(model_dir_or_keras_path)
     try:
-        model = keras.saving.load_model(keras_path, safe_mode=True, compile=False)
+        # Keras 3 lets a process-wide `enable_unsafe_deserialization()` override the
+        # safe_mode argument; the scope pins safe mode for this load whatever else ran before.
+        with SafeModeScope(True):
+            model = keras.saving.load_model(keras_path, safe_mode=True, compile=False)
     except Exception as error:  # Keras raises many types for a corrupt or foreign file.
         raise ValueError(f"Could not load {keras_path}: {one_line(error)}") from error
     names_file = keras_path.parent / CLASS_NAMES_FILE

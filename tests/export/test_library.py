@@ -63,3 +63,31 @@ def test_fine_tuning_with_new_num_classes_keeps_the_backbone(trained_model_dir, 
     np.testing.assert_allclose(
         keras.ops.convert_to_numpy(same(clips)["combined"]),
         keras.ops.convert_to_numpy(trained_model(clips)["combined"]), rtol=1e-6, atol=1e-6)
+
+
+def test_keras_loading_stays_safe_after_unsafe_deserialization_was_enabled(tmp_path):
+    """Another library may have called `keras.config.enable_unsafe_deserialization()`:
+    export / predict still refuse a `.keras` file whose Lambda layer would run code."""
+    from keras.src.saving.serialization_lib import in_safe_mode
+
+    from lgd_tf.serving import loading
+
+    marker = tmp_path / "code_ran.txt"
+    marker_name = str(marker)
+    inputs = keras.Input((4, 8, 8, 3))
+    payload = keras.layers.Lambda(lambda x: (open(marker_name, "a").write("ran"), x)[1])(inputs)
+    pooled = keras.layers.GlobalAveragePooling3D()(payload)
+    keras.Model(inputs, {"combined": keras.layers.Dense(2)(pooled)}).save(tmp_path / "m.keras")
+    marker.unlink()
+
+    previous = in_safe_mode()
+    keras.config.enable_unsafe_deserialization()
+    try:
+        with pytest.raises(ValueError, match="Lambda"):
+            loading.load_keras_model(tmp_path / "m.keras")
+        assert in_safe_mode() is False  # the process-wide setting is left as it was
+    finally:
+        from keras.src.backend.common import global_state
+
+        global_state.set_global_attribute("safe_mode_saving", previous)
+    assert not marker.exists()
