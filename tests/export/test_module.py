@@ -38,3 +38,29 @@ def test_top_k_is_clipped_to_the_number_of_classes():
     assert module.VideoClassifierModule(model, ["a", "b", "c"], top_k=10).top_k == 3
     with pytest.raises(ValueError, match="top_k"):
         module.VideoClassifierModule(model, ["a", "b", "c"], top_k=0)
+
+
+def test_find_saved_model_takes_the_highest_numeric_version(tmp_path):
+    from lgd_tf.serving import loading
+
+    for version in ("1", "2", "10", "latest"):
+        (tmp_path / version).mkdir()
+        (tmp_path / version / "saved_model.pb").write_bytes(b"")
+    (tmp_path / "11").mkdir()  # a version directory still being written: no saved_model.pb
+    assert loading.find_saved_model(tmp_path) == tmp_path / "10"
+    assert loading.find_saved_model(tmp_path / "2") == tmp_path / "2"
+    assert loading.find_saved_model(tmp_path / "11") is None
+    assert loading.find_saved_model(tmp_path / "missing") is None
+
+
+def test_find_keras_file_prefers_stage2(tmp_path):
+    from lgd_tf.serving import loading
+
+    with pytest.raises(ValueError, match="stage2.keras or stage1.keras"):
+        loading.find_keras_file(tmp_path)
+    (tmp_path / "stage1.keras").write_bytes(b"")
+    assert loading.find_keras_file(tmp_path) == tmp_path / "stage1.keras"
+    (tmp_path / "stage2.keras").write_bytes(b"")
+    assert loading.find_keras_file(tmp_path) == tmp_path / "stage2.keras"
+    with pytest.raises(ValueError, match="existing .keras file"):
+        loading.find_keras_file(tmp_path / "model.h5")
