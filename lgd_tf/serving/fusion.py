@@ -6,11 +6,21 @@ probabilities:
 
     fused = (1 - w) * rgb + w * flow,    0 <= w <= 1,
 
-with w = 0.5 an equal-weight average. Both functions here are pure NumPy so that `evaluate`
-(scores keyed by media id) and `predict` (one video) share them.
+with w = 0.5 an equal-weight average. Everything here is pure NumPy so that `evaluate`
+(scores keyed by media id) and `predict` (one video) share it.
+
+`evaluate --fuse_with=OTHER_MODEL_DIR`: each stream is evaluated on its own data (RGB and flow
+TFRecords of the same videos, each with its own gin config); evaluate writes every video's
+scores to `model_dir/eval_scores.npz` (`write_video_scores`), and the fused evaluation reads the
+other stream's file (`fuse_with_model_dir`) and matches the videos by `clip/media_id`.
 """
 
+import os
+
 import numpy as np
+
+VIDEO_SCORES_FILE = "eval_scores.npz"
+MODALITIES = ("rgb", "flow")
 
 DEFAULT_FLOW_WEIGHT = 0.5
 
@@ -92,3 +102,65 @@ def fuse_two_models(scores, fuse_with_scores, *, modality="rgb", fuse_with_modal
     if isinstance(rgb, dict):
         return fuse_scores_by_media_id(rgb, flow, fusion_weight)
     return fuse_scores(rgb, flow, fusion_weight)
+
+
+def modality_of(model):
+    """"flow" for a model taking 2-channel input (quantised x, y flow), else "rgb"."""
+    return "flow" if model.inputs[0].shape[-1] == 2 else "rgb"
+
+
+def write_video_scores(model_dir, media_ids, scores, class_names, modality):
+    """Writes `model_dir/eval_scores.npz`: every video's scores (N, K) with its media id."""
+    scores = np.asarray(scores, np.float32)
+    media_ids = [m.decode() if isinstance(m, bytes) else str(m) for m in media_ids]
+    if scores.ndim != 2 or scores.shape != (len(media_ids), len(class_names)):
+        raise ValueError(
+            "Expected scores (N videos, K classes) with N media ids and K class names. "
+            f"Received: scores {scores.shape}, {len(media_ids)} ids, {len(class_names)} names")
+    if modality not in MODALITIES:
+        raise ValueError(f"`modality` must be one of {MODALITIES}. Received: {modality!r}")
+    path = os.path.join(model_dir, VIDEO_SCORES_FILE)
+    with open(path, "wb") as f:
+        np.savez(f, media_ids=np.array(media_ids, dtype=str), scores=scores,
+                 class_names=np.array([str(c) for c in class_names], dtype=str),
+                 modality=np.array(modality))
+    return path
+
+
+def read_video_scores(model_dir):
+    """Reads `model_dir/eval_scores.npz` -> (`{media_id: scores (K,)}`, class names, modality)."""
+    path = os.path.join(model_dir, VIDEO_SCORES_FILE)
+    if not os.path.isfile(path):
+        raise ValueError(
+            f"No per-video scores in {model_dir}: run `python -m lgd_tf.evaluate` on that "
+            f"model first (it writes {VIDEO_SCORES_FILE}). Received: {model_dir}")
+    with np.load(path, allow_pickle=False) as data:
+        scores = {str(m): s for m, s in zip(data["media_ids"], data["scores"], strict=True)}
+        return scores, [str(c) for c in data["class_names"]], str(data["modality"])
+
+
+def fuse_with_model_dir(media_ids, scores, class_names, modality, other_model_dir,
+                        fusion_weight=DEFAULT_FLOW_WEIGHT):
+    """`evaluate --fuse_with`: fuses this model's video scores with another model_dir's.
+
+    Args:
+        media_ids: N media ids of this evaluation, in order.
+        scores: (N, K) video-level scores of this model.
+        class_names: K names (must equal the other model's).
+        modality: "rgb" or "flow" of this model (`modality_of(model)`).
+        other_model_dir: evaluated before, so it holds `eval_scores.npz`.
+        fusion_weight: weight of the flow stream (see `fuse_two_models`).
+
+    Returns:
+        float32 (N, K) fused scores in the order of `media_ids`.
+    """
+    other, other_names, other_modality = read_video_scores(other_model_dir)
+    if list(other_names) != [str(c) for c in class_names]:
+        raise ValueError(
+            f"{other_model_dir} was evaluated with other classes; both streams need the same "
+            f"class_names.txt. Received: {len(other_names)} vs {len(class_names)} names")
+    ids = [m.decode() if isinstance(m, bytes) else str(m) for m in media_ids]
+    fused = fuse_two_models(dict(zip(ids, np.asarray(scores), strict=True)), other,
+                            modality=modality, fuse_with_modality=other_modality,
+                            fusion_weight=fusion_weight)
+    return np.stack([fused[m] for m in ids]).astype(np.float32)

@@ -76,3 +76,38 @@ def test_fuse_two_models_gives_the_weight_to_the_flow_stream_in_either_order():
     np.testing.assert_allclose(by_id["v"], expected)
     with pytest.raises(ValueError, match="modality"):
         fusion.fuse_two_models(rgb, flow, modality="depth")
+
+
+def test_evaluate_fuse_with_model_dir_matches_videos_by_media_id(tmp_path):
+    names = ["run", "jump", "swim"]
+    flow_dir = tmp_path / "flow_run"
+    flow_dir.mkdir()
+    # The flow model was evaluated on its own data: other video order.
+    fusion.write_video_scores(flow_dir, [b"v2", b"v1"],
+                              [[0.2, 0.2, 0.6], [0.1, 0.8, 0.1]], names, "flow")
+    rgb_scores = np.array([[0.6, 0.3, 0.1], [0.3, 0.3, 0.4]])  # v1, v2
+    fused = fusion.fuse_with_model_dir(["v1", "v2"], rgb_scores, names, "rgb", flow_dir,
+                                       fusion_weight=0.4)
+    expected = [[0.6 * 0.6 + 0.4 * 0.1, 0.6 * 0.3 + 0.4 * 0.8, 0.6 * 0.1 + 0.4 * 0.1],
+                [0.6 * 0.3 + 0.4 * 0.2, 0.6 * 0.3 + 0.4 * 0.2, 0.6 * 0.4 + 0.4 * 0.6]]
+    np.testing.assert_allclose(fused, expected, rtol=1e-6)
+
+    # Evaluating the flow model with --fuse_with=the RGB run gives the same fused scores.
+    rgb_dir = tmp_path / "rgb_run"
+    rgb_dir.mkdir()
+    fusion.write_video_scores(rgb_dir, ["v1", "v2"], rgb_scores, names, "rgb")
+    from_flow = fusion.fuse_with_model_dir(["v1", "v2"], [[0.1, 0.8, 0.1], [0.2, 0.2, 0.6]],
+                                           names, "flow", rgb_dir, fusion_weight=0.4)
+    np.testing.assert_allclose(from_flow, expected, rtol=1e-6)
+
+
+def test_fuse_with_model_dir_errors(tmp_path):
+    with pytest.raises(ValueError, match="run `python -m lgd_tf.evaluate`"):
+        fusion.fuse_with_model_dir(["v"], [[1.0, 0.0]], ["a", "b"], "rgb", tmp_path)
+    fusion.write_video_scores(tmp_path, ["v"], [[0.5, 0.5]], ["a", "c"], "flow")
+    with pytest.raises(ValueError, match="other classes"):
+        fusion.fuse_with_model_dir(["v"], [[1.0, 0.0]], ["a", "b"], "rgb", tmp_path)
+    with pytest.raises(ValueError, match="same videos"):
+        fusion.fuse_with_model_dir(["w"], [[1.0, 0.0]], ["a", "c"], "rgb", tmp_path)
+    with pytest.raises(ValueError, match=r"\(N videos, K classes\)"):
+        fusion.write_video_scores(tmp_path, ["v", "w"], [[0.5, 0.5]], ["a", "c"], "rgb")
