@@ -142,11 +142,13 @@ def _decode(jpegs, channels, window=None):
     return frames[..., :channels]
 
 
-def _guarded(parsed, source, num_classes, indices_fn, jpeg_shape, build_fn):
+def _guarded(parsed, source, num_classes, indices_fn, fallback_shape, build_fn):
     """Runs sample -> check JPEGs -> decode -> build; returns (output, ok, message).
 
-    `indices_fn(n)` gives the frame indices; `build_fn(jpegs_decoded_by_unique)` the output.
-    When a check fails the output is zeros of the same structure (dropped or raised later).
+    `indices_fn(n)` gives the frame indices (any shape); each distinct frame is decoded once:
+    `build_fn(jpegs, position)` gets the distinct frames' JPEGs and, in the indices' shape,
+    where each index sits among them. When a check fails the output is zeros of
+    `fallback_shape` (dropped or raised on by `_finish`).
     """
     filename, index, file_error = source
     ok, reason = _check_record(parsed, num_classes, file_error)
@@ -160,7 +162,7 @@ def _guarded(parsed, source, num_classes, indices_fn, jpeg_shape, build_fn):
     reason = tf.where(jpeg_ok, reason, tf.constant("a frame is not a valid JPEG"))
     ok = tf.logical_and(ok, jpeg_ok)
     output = tf.cond(ok, lambda: build_fn(jpegs, tf.reshape(position, tf.shape(indices))),
-                     lambda: tf.zeros(jpeg_shape, tf.uint8))
+                     lambda: tf.zeros(fallback_shape, tf.uint8))
     message = tf.strings.join([
         "lgd_tf.data: bad record ", tf.strings.as_string(index), " of ", filename,
         " (media_id '", parsed["media_id"], "'): ", reason])
@@ -176,6 +178,7 @@ def _finish(ds, ignore_errors, skip_counter):
     """
     if ignore_errors:
         ds = ds.ignore_errors(log_warning=True)
+
         def keep(ok, message):
             def log_and_count():
                 ops = [tf.print(message, "(skipped)")]
