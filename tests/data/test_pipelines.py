@@ -199,3 +199,33 @@ def test_argument_errors(tmp_path):
         eval_dataset(path, num_crops=5)
     with pytest.raises(ValueError, match="batch_size"):
         eval_dataset(path, batch_size=0)
+
+
+_MIRRORED = r"""
+import sys
+import numpy as np
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from lgd_tf.data import train_dataset
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+def fn(ctx):
+    return train_dataset(sys.argv[1], 8, num_frames=4, resize=(24, 32), crop_size=16,
+                         input_context=ctx)
+dist = strategy.distribute_datasets_from_function(fn)
+clips, labels = next(iter(dist))
+shapes = [tuple(v.shape) for v in strategy.experimental_local_results(clips)]
+print("SHAPES", shapes, strategy.num_replicas_in_sync)
+"""
+
+
+@pytest.mark.subprocess
+def test_mirrored_strategy_gets_per_replica_batches(tmp_path, subprocess_env):
+    import subprocess
+    import sys
+
+    helpers.write_records(tmp_path / "s.tfrecord", [(helpers.indexed_frames(8), 0, "v")])
+    result = subprocess.run([sys.executable, "-c", _MIRRORED, str(tmp_path / "s.tfrecord")],
+                            capture_output=True, text=True, env=subprocess_env, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "SHAPES [(4, 4, 16, 16, 3), (4, 4, 16, 16, 3)] 2" in result.stdout
