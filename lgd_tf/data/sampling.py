@@ -39,7 +39,9 @@ def random_clip_indices(num_available, num_frames, temporal_stride=1, short_vide
     """A clip at a uniformly random start (train, 3D). `seed`: stateless seed, shape (2,)."""
     n = tf.cast(num_available, tf.int32)
     span = (num_frames - 1) * temporal_stride + 1
-    max_start = tf.where(n >= span, n - span, tf.where(short_video == "loop", n - 1, 0))
+    # Shorter than the clip: looping may start anywhere, padding starts at frame 0.
+    short_start = n - 1 if short_video == "loop" else tf.zeros_like(n)
+    max_start = tf.where(n >= span, n - span, short_start)
     start = tf.random.stateless_uniform([], seed, 0, max_start + 1, dtype=tf.int32)
     return clip_indices(n, num_frames, temporal_stride, start, short_video)
 
