@@ -136,3 +136,25 @@ def test_source_window_crop_matches_resize_then_crop():
         off = sampling.resize_frames(frames[:, y + 3:y + 3 + h, x:x + w], (112, 112)).numpy()
         assert np.abs(off.astype(int) - expected).mean() > 2 * error  # 3 px off is caught
     assert sampling.source_window((40, 40), (40, 40), (0, 0), 40).numpy().tolist() == [0, 0, 40, 40]
+
+
+OPS = {
+    "clip_indices": lambda n: sampling.clip_indices(n, 5, 2, start=3),
+    "random_clip_indices": lambda n: sampling.random_clip_indices(n, 4, 2, seed=(5, 6)),
+    "random_tsn_indices": lambda n: sampling.random_tsn_indices(n, 3, seed=(1, 9)),
+    "eval_indices_3d": lambda n: sampling.eval_indices(n, num_frames=4, num_clips=3),
+    "eval_indices_2d": lambda n: sampling.eval_indices(n, model="2d", num_clips=4),
+    "source_window": lambda n: sampling.source_window(tf.stack([n, n + 40]), (120, 160),
+                                                      tf.constant([3, 7]), 112),
+    "resize_frames": lambda n: sampling.resize_frames(
+        tf.cast(tf.reshape(tf.range(2 * 6 * 8 * 3) % 251, [2, 6, 8, 3]) + n, tf.uint8), (3, 4)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OPS))
+def test_ops_agree_eagerly_and_inside_dataset_map(name):
+    op = OPS[name]
+    eager = [op(tf.constant(n)).numpy() for n in (2, 17, 64)]
+    mapped = [x.numpy() for x in tf.data.Dataset.from_tensor_slices([2, 17, 64]).map(op)]
+    for e, m in zip(eager, mapped, strict=True):
+        np.testing.assert_array_equal(e, m)
