@@ -64,3 +64,22 @@ def test_find_keras_file_prefers_stage2(tmp_path):
     assert loading.find_keras_file(tmp_path) == tmp_path / "stage2.keras"
     with pytest.raises(ValueError, match="existing .keras file"):
         loading.find_keras_file(tmp_path / "model.h5")
+
+
+def test_features_of_lgd2d_are_g_L_and_the_pooled_local_map():
+    import keras
+    import numpy as np
+
+    tiny_2d = {k: v for k, v in TINY.items() if k != "num_frames"}
+    model = lgd_tf.models.lgd2d(num_classes=3, num_segments=3, head="stage1", **tiny_2d)
+    serving = module.VideoClassifierModule(model, ["a", "b", "c"])
+    clips = np.random.default_rng(0).integers(0, 256, (2, 3, 32, 40, 3)).astype(np.uint8)
+    got = {k: v.numpy() for k, v in serving.features(clips).items()}
+    backbone = model.get_layer("backbone")(clips.astype("float32"))
+    local = keras.ops.convert_to_numpy(backbone["local"])
+    assert local.ndim == 5
+    np.testing.assert_allclose(got["global_features"],
+                               keras.ops.convert_to_numpy(backbone["global"]), rtol=1e-4,
+                               atol=1e-5)
+    np.testing.assert_allclose(got["local_features"], local.mean(axis=(1, 2, 3)), rtol=1e-4,
+                               atol=1e-5)
