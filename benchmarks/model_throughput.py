@@ -6,7 +6,9 @@ ratio to the fp32 matmul peak, and the ratio LGD / baseline of wall time and of 
 time. Everything comes from one run: in each timing round the matmul peak, the LGD model and
 the baseline are timed one after the other and every figure is the best of its rounds, so a
 figure and the peak it is divided by were measured under the same load. On a shared machine
-wall times stay noisy; the CPU-time ratio is the steadier measure of LGD's extra work.
+wall times stay noisy, so the same figures are also given per CPU-second of the process
+(FLOPs / process CPU time, against the matmul's FLOPs per CPU-second): that ratio and the
+CPU-time ratio LGD / baseline do not count the time other processes hold the cores.
 
     python benchmarks/model_throughput.py            # ~15 min on 2 cores
     python benchmarks/model_throughput.py --quick    # ~4 min: 3 rounds, no XLA
@@ -102,9 +104,10 @@ def measure(builder, kwargs, clip_shape, batch, rounds, jit, matmul):
 
 def report(title, clip_shape, batch, models, best, jit):
     peak = 2 * MATMUL_N**3 / best["matmul"][0] / 1e9
+    cpu_peak = 2 * MATMUL_N**3 / best["matmul"][1] / 1e9
     flops = {k: forward_flops(m, clip_shape) for k, m in models.items()}
-    print(f"\n{title}, jit_compile={jit}: fp32 matmul peak {peak:.1f} GFLOP/s "
-          f"(best {MATMUL_N}^3 tf.matmul in the same rounds)")
+    print(f"\n{title}, jit_compile={jit}: fp32 matmul peak {peak:.1f} GFLOP/s wall, "
+          f"{cpu_peak:.1f} GFLOP per CPU-second (best {MATMUL_N}^3 tf.matmul of the same rounds)")
     for use_lgd in (True, False):
         name = "LGD     " if use_lgd else "baseline"
         f = flops[use_lgd]
@@ -116,6 +119,11 @@ def report(title, clip_shape, batch, models, best, jit):
               f"params | forward {batch / fwd:5.2f} clips/s {fwd_gflops:6.1f} GFLOP/s "
               f"({fwd_gflops / peak:.2f} of peak) | train step {batch / train:5.2f} clips/s "
               f"{train_gflops:6.1f} GFLOP/s ({train_gflops / peak:.2f} of peak)")
+        fwd_cpu = batch * f / best[(use_lgd, "forward")][1] / 1e9
+        train_cpu = 3 * batch * f / best[(use_lgd, "train")][1] / 1e9
+        print(f"           per CPU-second: forward {fwd_cpu:6.1f} GFLOP ({fwd_cpu / cpu_peak:.2f} "
+              f"of matmul's), train step {train_cpu:6.1f} GFLOP ({train_cpu / cpu_peak:.2f} "
+              "of matmul's)")
     for kind in ("forward", "train"):
         (lw, lc), (bw, bc) = best[(True, kind)], best[(False, kind)]
         print(f"  LGD / baseline {kind:7}: wall time {lw / bw:.3f}, CPU time {lc / bc:.3f}")
