@@ -19,6 +19,7 @@ DEFAULT_EVAL = {"3d": {"num_clips": 15, "short_side": 120},
                 "2d": {"num_clips": 10, "short_side": 240}}
 CHANNELS = {"rgb": 3, "flow": 2}
 _TAIL = 32  # bytes searched for the JPEG end-of-image marker
+_END = b"\x00lgd_tf.data end of shard\x00"  # appended after each shard's last record
 
 
 class SkipCounter:
@@ -42,7 +43,7 @@ def list_files(file_pattern):
 
 
 def _records(files, *, training, seed, deterministic, input_context):
-    """(serialized, filename, record_index, file_error) from all shards.
+    """(serialized, filename, record_index, file_error, is_end) from all shards.
 
     A shard that is truncated or corrupt yields its readable records and then one element
     with a non-empty `file_error` (found by counting the bytes read against the file size),
@@ -61,12 +62,11 @@ def _records(files, *, training, seed, deterministic, input_context):
 
     def read(filename, size):
         records = tf.data.TFRecordDataset(filename, buffer_size=1 << 20).ignore_errors()
-        end = tf.data.Dataset.from_tensors(tf.constant(b""))
-        records = records.map(lambda r: (r, False)).concatenate(end.map(lambda r: (r, True)))
+        records = records.concatenate(tf.data.Dataset.from_tensors(tf.constant(_END)))
 
-        def step(state, element):
+        def step(state, record):
             consumed, count = state
-            record, is_end = element
+            is_end = tf.equal(record, _END)
             # TFRecord framing: 8-byte length, 4-byte length CRC, data, 4-byte data CRC.
             grown = consumed + tf.cast(tf.strings.length(record), tf.int64) + 16
             error = tf.where(
@@ -75,12 +75,14 @@ def _records(files, *, training, seed, deterministic, input_context):
                                  " records (", tf.strings.as_string(consumed), " of ",
                                  tf.strings.as_string(size), " bytes) readable"]),
                 tf.constant(""))
-            return (grown, count + 1), (record, filename, count, is_end, error)
+            # The end marker itself is no record: it parses as an empty one.
+            record = tf.where(is_end, tf.constant(b""), record)
+            return (grown, count + 1), (record, filename, count, error, is_end)
 
         scanned = records.scan((tf.constant(0, tf.int64), tf.constant(0, tf.int64)), step)
-        scanned = scanned.filter(lambda r, f, i, is_end, error: tf.logical_or(
+        # Drop the end marker unless it carries an error.
+        return scanned.filter(lambda r, f, i, error, is_end: tf.logical_or(
             tf.logical_not(is_end), tf.strings.length(error) > 0))
-        return scanned.map(lambda r, f, i, is_end, error: (r, f, i, error))
 
     cycle = min(len(files), 8)
     parallel = {"num_parallel_calls": AUTOTUNE, "deterministic": deterministic or None}
@@ -148,9 +150,9 @@ def _guarded(parsed, source, num_classes, indices_fn, fallback_shape, build_fn):
     `indices_fn(n)` gives the frame indices (any shape); each distinct frame is decoded once:
     `build_fn(jpegs, position)` gets the distinct frames' JPEGs and, in the indices' shape,
     where each index sits among them. When a check fails the output is zeros of
-    `fallback_shape` (dropped or raised on by `_finish`).
+    `fallback_shape` (raised on by `_emit` or dropped by `_skip`).
     """
-    filename, index, file_error = source
+    filename, index, file_error = source[:3]
     ok, reason = _check_record(parsed, num_classes, file_error)
     n = tf.size(parsed["frames"])
     indices = indices_fn(tf.maximum(n, 1))
@@ -169,33 +171,36 @@ def _guarded(parsed, source, num_classes, indices_fn, fallback_shape, build_fn):
     return output, ok, message
 
 
-def _finish(ds, ignore_errors, skip_counter):
-    """Drops (and logs, counts) or raises on records whose `ok` flag is False.
-
-    With ignore_errors, a failure no check foresaw (a JPEG with valid markers but damaged
-    data, a record that is not a SequenceExample) is skipped by `Dataset.ignore_errors`:
-    logged by TensorFlow, not counted.
-    """
+def _emit(outputs, ok, message, ignore_errors):
+    """Element function tail: raise on a bad record, or pass `ok` and `message` on to `_skip`."""
     if ignore_errors:
-        ds = ds.ignore_errors(log_warning=True)
+        return (*outputs, ok, message)
+    with tf.control_dependencies([tf.debugging.Assert(ok, [message])]):
+        return tuple(tf.identity(x) for x in outputs)
 
-        def keep(ok, message):
-            def log_and_count():
-                ops = [tf.print(message, "(skipped)")]
-                if skip_counter is not None:
-                    ops.append(skip_counter.variable.assign_add(1))
-                with tf.control_dependencies(ops):
-                    return tf.constant(False)
-            return tf.cond(ok, lambda: tf.constant(True), log_and_count)
 
-        ds = ds.filter(lambda *e: keep(e[-2], e[-1]))
-        return ds.map(lambda *e: e[:-2])
+def _skip(ds, ignore_errors, skip_counter):
+    """With ignore_errors: drops (logs, counts) records whose `ok` flag is False.
 
-    def check(*e):
-        with tf.control_dependencies([tf.debugging.Assert(e[-2], [e[-1]])]):
-            return tuple(tf.identity(x) for x in e[:-2])
+    A failure no check foresaw (a JPEG with valid markers but damaged data, a record that is
+    not a SequenceExample) is skipped by `Dataset.ignore_errors`: logged by TensorFlow, not
+    counted.
+    """
+    if not ignore_errors:
+        return ds
+    ds = ds.ignore_errors(log_warning=True)
 
-    return ds.map(check)
+    def keep(ok, message):
+        def log_and_count():
+            ops = [tf.print(message, "(skipped)")]
+            if skip_counter is not None:
+                ops.append(skip_counter.variable.assign_add(1))
+            with tf.control_dependencies(ops):
+                return tf.constant(False)
+        return tf.cond(ok, lambda: tf.constant(True), log_and_count)
+
+    ds = ds.filter(lambda *e: keep(e[-2], e[-1]))
+    return ds.map(lambda *e: e[:-2])
 
 
 def _flip(clip, modality):
@@ -282,11 +287,11 @@ def train_dataset(file_pattern, batch_size, *, model="3d", modality="rgb", num_f
 
         clip, ok, message = _guarded(parsed, source, num_classes, indices_fn,
                                      [length, crop_size, crop_size, channels], build)
-        return clip, tf.cast(parsed["label"], tf.int32), ok, message
+        return _emit((clip, tf.cast(parsed["label"], tf.int32)), ok, message, ignore_errors)
 
     ds = ds.map(make_clip, num_parallel_calls=AUTOTUNE,
                 deterministic=True if deterministic else None)
-    ds = _finish(ds, ignore_errors, skip_counter)
+    ds = _skip(ds, ignore_errors, skip_counter)
     ds = ds.batch(per_replica, drop_remainder=True)
     ds = ds.prefetch(AUTOTUNE)
     return _with_options(ds, deterministic)
@@ -332,10 +337,11 @@ def eval_dataset(file_pattern, batch_size=1, *, model="3d", modality="rgb", num_
             parsed, source, num_classes, indices_fn,
             [num_clips * num_crops, length, short_side, short_side, channels], build)
         views = tf.ensure_shape(views, [num_clips * num_crops, length, None, None, channels])
-        return views, tf.cast(parsed["label"], tf.int32), parsed["media_id"], ok, message
+        return _emit((views, tf.cast(parsed["label"], tf.int32), parsed["media_id"]), ok, message,
+                     ignore_errors)
 
     ds = ds.map(make_views, num_parallel_calls=AUTOTUNE, deterministic=True)
-    ds = _finish(ds, ignore_errors, skip_counter)
+    ds = _skip(ds, ignore_errors, skip_counter)
     ds = ds.batch(per_replica).prefetch(AUTOTUNE)
     return _with_options(ds, True)
 
