@@ -15,6 +15,7 @@ Exit codes: 0 success, 2 for a bad flag, an unreadable or empty video or a wrong
 """
 
 import dataclasses
+import functools
 import json
 import sys
 
@@ -132,9 +133,23 @@ def predict_video(model, video, *, fuse_with=None, fusion_weight=fusion.DEFAULT_
 def _as_classifier(model, overrides):
     if isinstance(model, classifier_lib.VideoClassifier):
         return model
-    if loading.find_saved_model(model) is not None:
+    saved_model_dir = loading.find_saved_model(model)
+    if saved_model_dir is not None:
         overrides = {}  # SavedModel sampling is fixed at export; the flags apply to .keras.
-    return classifier_lib.load_classifier(model, **overrides)
+        source = saved_model_dir / loading.SAVED_MODEL_FILE
+    else:
+        source = loading.find_keras_file(model)
+    # Loading is the slow part (tens of seconds for ResNet-50); a loop calling predict_video
+    # with the same path reuses the model until its file changes.
+    key = (str(source.resolve()), source.stat().st_mtime_ns,
+           tuple(sorted(overrides.items())))
+    return _load_cached(key, str(model), tuple(overrides.items()))
+
+
+@functools.lru_cache(maxsize=4)
+def _load_cached(key, model, overrides):
+    del key  # only part of the cache key
+    return classifier_lib.load_classifier(model, **dict(overrides))
 
 
 def format_text(prediction, k):

@@ -192,3 +192,18 @@ def test_two_stream_fusion_weighs_the_flow_model(trained_model_dir, videos, tmp_
         scores = {e["label"]: e["score"] for e in result["top_k"]}
         assert scores == pytest.approx({"dark": expected[0], "bright": expected[1]}, rel=1e-4)
         assert sorted(m["modality"] for m in result["models"]) == ["flow", "rgb"]
+
+
+def test_repeated_predictions_reuse_the_loaded_model_until_the_file_changes(
+        second_model_path, videos):
+    sampling = {"num_clips": NUM_CLIPS, "short_side": SHORT_SIDE}
+    predict._load_cached.cache_clear()
+    first = predict.predict_video(second_model_path, videos["dark"], **sampling)
+    again = predict.predict_video(second_model_path, videos["dark"], **sampling)
+    info = predict._load_cached.cache_info()
+    assert (info.misses, info.hits) == (1, 1)
+    np.testing.assert_array_equal(first.probabilities, again.probabilities)
+    stat = second_model_path.stat()
+    os.utime(second_model_path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    predict.predict_video(second_model_path, videos["dark"], **sampling)
+    assert predict._load_cached.cache_info().misses == 2
