@@ -102,11 +102,12 @@ def resized_shape(height, width, short_side):
     return tf.cast(new_h, tf.int32), tf.cast(new_w, tf.int32)
 
 
-def resize_frames(frames, size):
+def resize_frames(frames, size, skip_same=True):
     """Bilinear resize of uint8 (..., H, W, C) frames to `size` (H', W'), uint8 out.
 
-    The identity when the size already matches (so decode_video(short_side=s) then
-    eval_views(short_side=s) resizes once).
+    skip_same: return the frames unchanged when the size already matches (what bilinear
+    resizing gives then anyway), so decode_video(short_side=s) then eval_views(short_side=s)
+    resizes once.
     """
     frames = tf.convert_to_tensor(frames)
     shape = tf.shape(frames)
@@ -118,6 +119,8 @@ def resize_frames(frames, size):
         out = tf.cast(tf.clip_by_value(tf.round(out), 0, 255), tf.uint8)
         return tf.reshape(out, tf.concat([shape[:-3], size, shape[-1:]], 0))
 
+    if not skip_same:
+        return resize()
     same = tf.reduce_all(tf.equal(shape[-3:-1], size))
     return tf.cond(same, lambda: tf.identity(frames), resize)
 
