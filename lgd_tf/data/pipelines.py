@@ -269,13 +269,16 @@ def train_dataset(file_pattern, batch_size, *, model="3d", modality="rgb", num_f
                   input_context=input_context)
     if shuffle_buffer and shuffle_buffer > 1:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    seeds = tf.data.Dataset.random(seed=seed).batch(4)
-    ds = tf.data.Dataset.zip((ds, seeds))
+    # Per-clip stateless seeds (base, position in the stream): reproducible with a seed,
+    # different for every clip, whatever order the parallel map runs in.
+    base = seed if seed is not None else int(np.random.default_rng().integers(1 << 31))
+    ds = ds.enumerate()
 
-    def make_clip(element, seed4):
+    def make_clip(position_in_stream, element):
         serialized, *source = element
         parsed = schema.parse_record(serialized, modality)
-        s_time, s_crop = seed4[:2], seed4[2:]
+        s_time, s_crop, s_flip = (tf.stack([tf.constant(base + k, tf.int64), position_in_stream])
+                                  for k in range(3))
 
         def indices_fn(n):
             if model == "3d":
@@ -286,13 +289,14 @@ def train_dataset(file_pattern, batch_size, *, model="3d", modality="rgb", num_f
         def build(jpegs, position):
             limits = tf.constant([resize[0] - crop_size + 1, resize[1] - crop_size + 1])
             offset = tf.random.stateless_uniform([2], s_crop, 0, 1 << 30, dtype=tf.int32) % limits
-            window = sampling.source_window(tf.io.extract_jpeg_shape(jpegs[0])[:2], resize,
-                                            offset, crop_size)
-            frames = _decode(jpegs, channels, window, dct_method="INTEGER_FAST")
-            frames = sampling.resize_frames(frames, (crop_size, crop_size), skip_same=False)
+            frames = _decode(jpegs, channels, dct_method="INTEGER_FAST")
+            y, x, h, w = tf.unstack(sampling.source_window(tf.shape(frames)[1:3], resize, offset,
+                                                           crop_size))
+            frames = sampling.resize_frames(frames[:, y:y + h, x:x + w], (crop_size, crop_size),
+                                            skip_same=False)
             clip = tf.gather(frames, position)
             if flip:
-                coin = tf.random.stateless_uniform([], s_crop + 1, 0.0, 1.0)
+                coin = tf.random.stateless_uniform([], s_flip, 0.0, 1.0)
                 clip = tf.cond(coin < 0.5, lambda: _flip(clip, modality), lambda: clip)
             return tf.ensure_shape(clip, [length, crop_size, crop_size, channels])
 
