@@ -44,11 +44,11 @@ def list_files(file_pattern):
 
 
 def _records(files, *, training, seed, deterministic, input_context):
-    """(serialized, filename, record_index, file_error, is_end) from all shards.
+    """(serialized, filename, record_index, bytes_before, file_size, truncated) from shards.
 
     A shard that is truncated or corrupt yields its readable records and then one element
-    with a non-empty `file_error` (found by counting the bytes read against the file size),
-    so the damage is reported with the file's name or skipped like any bad record.
+    with `truncated` True (found by counting the bytes read against the file size), so the
+    damage is reported with the file's name or skipped like any bad record.
     """
     sizes = [tf.io.gfile.stat(f).length for f in files]
     ds = tf.data.Dataset.from_tensor_slices((files, tf.constant(sizes, tf.int64)))
@@ -70,20 +70,14 @@ def _records(files, *, training, seed, deterministic, input_context):
             is_end = tf.equal(record, _END)
             # TFRecord framing: 8-byte length, 4-byte length CRC, data, 4-byte data CRC.
             grown = consumed + tf.cast(tf.strings.length(record), tf.int64) + 16
-            error = tf.where(
-                tf.logical_and(is_end, tf.not_equal(consumed, size)),
-                tf.strings.join(["shard truncated or corrupt: only ", tf.strings.as_string(count),
-                                 " records (", tf.strings.as_string(consumed), " of ",
-                                 tf.strings.as_string(size), " bytes) readable"]),
-                tf.constant(""))
             # The end marker itself is no record: it parses as an empty one.
             record = tf.where(is_end, tf.constant(b""), record)
-            return (grown, count + 1), (record, filename, count, error, is_end)
+            return (grown, count + 1), (record, filename, count, consumed, size, is_end)
 
         scanned = records.scan((tf.constant(0, tf.int64), tf.constant(0, tf.int64)), step)
-        # Drop the end marker unless it carries an error.
-        return scanned.filter(lambda r, f, i, error, is_end: tf.logical_or(
-            tf.logical_not(is_end), tf.strings.length(error) > 0))
+        # Keep the end marker only if the bytes read fall short of the file: truncated.
+        return scanned.filter(lambda r, f, i, consumed, size, is_end: tf.logical_or(
+            tf.logical_not(is_end), tf.not_equal(consumed, size)))
 
     cycle = min(len(files), 8)
     parallel = {"num_parallel_calls": AUTOTUNE, "deterministic": deterministic or None}
@@ -93,29 +87,35 @@ def _records(files, *, training, seed, deterministic, input_context):
     return ds
 
 
-def _check_record(parsed, num_classes, file_error):
-    """(ok, reason) for the checks that need no decoding."""
+def _check_record(parsed, num_classes, source):
+    """(ok, reason_fn) for the checks that need no decoding; reason_fn() builds the text
+    (only ever run for a bad record: string formatting per record costs throughput)."""
+    _, count, consumed, size, truncated = source
     n = tf.size(parsed["frames"])
     label = parsed["label"]
-    checks = [
-        (n == 0, tf.constant("no frames")),
-        (label == schema.MISSING_LABEL, tf.constant(f"missing `{schema.LABEL_INDEX_KEY}`")),
-        (tf.logical_and(label < 0, label != schema.MISSING_LABEL),
-         tf.strings.format("negative label {}", label)),
-    ]
-    if num_classes is not None:
-        checks.append((label >= num_classes,
-                       tf.strings.format("label {} >= num_classes " + str(num_classes), label)))
-    ok, reason = _combine(checks)
-    file_bad = tf.strings.length(file_error) > 0
-    return tf.logical_and(ok, tf.logical_not(file_bad)), tf.where(file_bad, file_error, reason)
+    max_label = num_classes if num_classes is not None else tf.int64.max
+    ok = tf.logical_not(tf.reduce_any(tf.stack([
+        truncated, n == 0, label < 0, label >= max_label])))
 
+    def reason_fn():
+        checks = [
+            (n == 0, tf.constant("no frames")),
+            (label == schema.MISSING_LABEL, tf.constant(f"missing `{schema.LABEL_INDEX_KEY}`")),
+            (tf.logical_and(label < 0, label != schema.MISSING_LABEL),
+             tf.strings.format("negative label {}", label)),
+            (label >= max_label,
+             tf.strings.format("label {} >= num_classes " + str(num_classes), label)),
+        ]
+        bad = tf.stack([c for c, _ in checks])
+        reason = tf.strings.reduce_join(
+            tf.boolean_mask(tf.stack([r for _, r in checks]), bad), separator="; ")
+        file_error = tf.strings.join([
+            "shard truncated or corrupt: only ", tf.strings.as_string(count), " records (",
+            tf.strings.as_string(consumed), " of ", tf.strings.as_string(size),
+            " bytes) readable"])
+        return tf.where(truncated, file_error, reason)
 
-def _combine(checks):
-    bad = tf.stack([c for c, _ in checks])
-    reasons = tf.stack([r for _, r in checks])
-    return tf.logical_not(tf.reduce_any(bad)), tf.strings.reduce_join(
-        tf.boolean_mask(reasons, bad), separator="; ")
+    return ok, reason_fn
 
 
 def _jpegs_ok(jpegs):
@@ -155,15 +155,15 @@ def _blank_jpeg():
 
 
 def _guarded(parsed, source, num_classes, indices_fn, build_fn):
-    """Runs sample -> check JPEGs -> decode -> build; returns (output, ok, message).
+    """Runs sample -> check JPEGs -> decode -> build; returns (output, ok, message_fn).
 
     `indices_fn(n)` gives the frame indices (any shape); each distinct frame is decoded once:
     `build_fn(jpegs, position)` gets the distinct frames' JPEGs and, in the indices' shape,
     where each index sits among them. When a check fails the output is made from blank
     frames and `ok` is False (raised on by `_emit` or dropped by `_skip`).
     """
-    filename, index, file_error = source[:3]
-    ok, reason = _check_record(parsed, num_classes, file_error)
+    filename, index = source[:2]
+    ok, reason_fn = _check_record(parsed, num_classes, source)
     n = tf.size(parsed["frames"])
     indices = indices_fn(tf.maximum(n, 1))
     flat = tf.reshape(indices, [-1])
@@ -171,22 +171,33 @@ def _guarded(parsed, source, num_classes, indices_fn, build_fn):
     jpegs = tf.cond(n > 0, lambda: tf.gather(parsed["frames"], unique),
                     lambda: tf.fill(tf.shape(unique), ""))
     jpeg_ok = tf.logical_or(tf.logical_not(ok), _jpegs_ok(jpegs))
-    reason = tf.where(jpeg_ok, reason, tf.constant("a frame is not a valid JPEG"))
+    record_ok = ok
     ok = tf.logical_and(ok, jpeg_ok)
     # A bad record goes through the same ops on a blank frame (cheaper than a tf.cond).
     jpegs = tf.where(ok, jpegs, tf.fill(tf.shape(jpegs), _blank_jpeg()))
     output = build_fn(jpegs, tf.reshape(position, tf.shape(indices)))
-    message = tf.strings.join([
-        "lgd_tf.data: bad record ", tf.strings.as_string(index), " of ", filename,
-        " (media_id '", parsed["media_id"], "'): ", reason])
-    return output, ok, message
+
+    def message_fn():
+        reason = tf.cond(record_ok, lambda: tf.constant("a frame is not a valid JPEG"),
+                         reason_fn)
+        return tf.strings.join([
+            "lgd_tf.data: bad record ", tf.strings.as_string(index), " of ", filename,
+            " (media_id '", parsed["media_id"], "'): ", reason])
+
+    return output, ok, message_fn
 
 
-def _emit(outputs, ok, message, ignore_errors):
-    """Element function tail: raise on a bad record, or pass `ok` and `message` on to `_skip`."""
+def _emit(outputs, ok, message_fn, ignore_errors):
+    """Element function tail: raise on a bad record, or pass `ok` and its message to `_skip`."""
     if ignore_errors:
-        return (*outputs, ok, message)
-    with tf.control_dependencies([tf.debugging.Assert(ok, [message])]):
+        return (*outputs, ok, tf.cond(ok, lambda: tf.constant(""), message_fn))
+
+    def fail():
+        with tf.control_dependencies([tf.debugging.Assert(False, [message_fn()])]):
+            return tf.constant(False)
+
+    checked = tf.cond(ok, lambda: tf.constant(True), fail)
+    with tf.control_dependencies([checked]):
         return tuple(tf.identity(x) for x in outputs)
 
 
@@ -300,8 +311,8 @@ def train_dataset(file_pattern, batch_size, *, model="3d", modality="rgb", num_f
                 clip = tf.cond(coin < 0.5, lambda: _flip(clip, modality), lambda: clip)
             return tf.ensure_shape(clip, [length, crop_size, crop_size, channels])
 
-        clip, ok, message = _guarded(parsed, source, num_classes, indices_fn, build)
-        return _emit((clip, tf.cast(parsed["label"], tf.int32)), ok, message, ignore_errors)
+        clip, ok, message_fn = _guarded(parsed, source, num_classes, indices_fn, build)
+        return _emit((clip, tf.cast(parsed["label"], tf.int32)), ok, message_fn, ignore_errors)
 
     ds = ds.map(make_clip, num_parallel_calls=AUTOTUNE,
                 deterministic=True if deterministic else None)
