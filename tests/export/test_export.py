@@ -141,6 +141,32 @@ def test_serve_encoded_equals_serving_default_on_the_eval_views(exported, traine
         "num_crops": 1, "short_side": SHORT_SIDE, "temporal_stride": 1, "short_video": "loop"}
 
 
+def test_serve_encoded_scores_the_views_eval_dataset_builds(exported, tmp_path):
+    """The same JPEGs as a TFRecord through `eval_dataset` (what `evaluate` scores) and as a
+    list through `serve_encoded`: identical views, so the same video score."""
+    from lgd_tf.data import writer
+
+    export_dir, _ = exported
+    loaded = tf.saved_model.load(str(export_dir / "1"))
+    frames = np.random.default_rng(8).integers(0, 256, (7, 26, 34, 3)).astype(np.uint8)
+    jpegs = [writer.encode_jpeg(f) for f in frames]
+    record = writer.make_sequence_example(jpegs, 1, media_id="v0").SerializeToString()
+    writer.write_shard(str(tmp_path / "eval.tfrecord"), [record])
+    dataset = lgd_tf.data.eval_dataset(str(tmp_path / "eval.tfrecord"), 1, num_clips=NUM_CLIPS,
+                                       num_frames=NUM_FRAMES, short_side=SHORT_SIDE)
+    (views, labels, media_ids), = list(dataset)
+    assert labels.numpy().tolist() == [1] and media_ids.numpy().tolist() == [b"v0"]
+
+    decoded = tf.stack([tf.io.decode_jpeg(j, channels=3) for j in jpegs])
+    served_views = lgd_tf.data.eval_views(decoded, model="3d", num_frames=NUM_FRAMES,
+                                          num_clips=NUM_CLIPS, short_side=SHORT_SIDE)
+    np.testing.assert_array_equal(served_views.numpy(), views.numpy()[0])
+    per_view = loaded.signatures["serving_default"](clips=views[0])["probabilities"].numpy()
+    np.testing.assert_allclose(
+        loaded.signatures["serve_encoded"](encoded_frames=tf.constant(jpegs))[
+            "probabilities"].numpy(), per_view.mean(axis=0, keepdims=True), **GRAPH_TOL)
+
+
 def test_exported_keras_file_loads_safely_with_the_same_outputs(exported, trained_model, clips):
     export_dir, _ = exported
     reloaded = keras.saving.load_model(export_dir / "model.keras", safe_mode=True)
