@@ -207,3 +207,21 @@ def test_repeated_predictions_reuse_the_loaded_model_until_the_file_changes(
     os.utime(second_model_path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
     predict.predict_video(second_model_path, videos["dark"], **sampling)
     assert predict._load_cached.cache_info().misses == 2
+
+
+def test_predict_lgd2d_uses_tsn_evaluation_sampling(videos, tmp_path):
+    """LGD-2D: frame triples (Sec. 5.2: 10 per video by default; 2 here) over the video."""
+    keras.utils.set_random_seed(3)
+    tiny_2d = {"stage_blocks": (1, 1, 1, 1), "base_filters": 8, "sketch_dim": 64}
+    model = lgd_tf.models.lgd2d(num_classes=2, num_segments=3, **tiny_2d)
+    model.save(tmp_path / "lgd2d.keras")
+    prediction = predict.predict_video(tmp_path / "lgd2d.keras", videos["bright"],
+                                       num_clips=NUM_CLIPS, short_side=SHORT_SIDE)
+    frames = lgd_tf.data.decode_video(videos["bright"], short_side=SHORT_SIDE)
+    views = lgd_tf.data.eval_views(frames, model="2d", num_segments=3, num_clips=NUM_CLIPS,
+                                   short_side=SHORT_SIDE)
+    assert views.shape[:2] == (NUM_CLIPS, 3)
+    expected = keras.ops.convert_to_numpy(lgd_tf.models.class_probabilities(
+        model(keras.ops.cast(views, "float32")))).mean(axis=0)
+    np.testing.assert_allclose(prediction.probabilities, expected, **GRAPH_TOL)
+    assert prediction.class_names == ["0", "1"]  # no class_names.txt next to the file
