@@ -68,13 +68,10 @@ def test_lgd3d_weights_refuses_it(untrusted):
     assert not marker.exists()
 
 
-@pytest.mark.xfail(
-    raises=AssertionError,
-    reason="Keras 3.15 deserialize_keras_object prefers the global safe-mode flag over the "
-           "safe_mode=True argument; lgd_tf/serving/loading.py does not pin it with a scope")
 def test_safe_mode_holds_after_unsafe_deserialization_was_enabled(untrusted):
-    """Another library in the process may call enable_unsafe_deserialization(); predict's
-    explicit safe_mode=True should still refuse the file and run none of its code."""
+    """Another library in the process may call enable_unsafe_deserialization() (Keras 3.15
+    then prefers that global flag over load_model's safe_mode=True); predict pins safe mode
+    for its load, so it still refuses the file and runs none of its code."""
     from keras.src.backend.common import global_state
 
     model_dir, marker, video = untrusted
