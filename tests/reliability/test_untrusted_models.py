@@ -84,3 +84,23 @@ def test_safe_mode_holds_after_unsafe_deserialization_was_enabled(untrusted):
         global_state.set_global_attribute("safe_mode_saving", previous)
     assert not marker.exists(), "the Lambda's code ran"
     assert "Lambda" in str(info.value)
+
+
+@pytest.mark.xfail(raises=AssertionError,
+                   reason="lgd_tf/models/builders.py loads `weights=` .keras files without "
+                          "pinning safe mode (Keras prefers the global flag)")
+def test_lgd3d_weights_refuses_it_after_unsafe_deserialization_was_enabled(untrusted):
+    from keras.src.backend.common import global_state
+
+    model_dir, marker, _ = untrusted
+    previous = global_state.get_global_attribute("safe_mode_saving")
+    keras.config.enable_unsafe_deserialization()
+    try:
+        with pytest.raises(ValueError) as info:
+            lgd_tf.models.lgd3d(num_classes=2, stage_blocks=(1, 1, 1, 1), base_filters=8,
+                                num_frames=4, sketch_dim=64,
+                                weights=str(model_dir / "stage2.keras"))
+    finally:
+        global_state.set_global_attribute("safe_mode_saving", previous)
+    assert not marker.exists(), "the Lambda's code ran"
+    assert "Lambda" in str(info.value)
