@@ -7,8 +7,10 @@ Sec. 5.2 sampling (15 clips, shorter side 120), then `lgd_tf.predict.predict_vid
 videos written here with PyAV, cycling over 10 files of different lengths and sizes (so any
 per-shape retracing or cache would show up as growth):
   --mode=loaded  one `load_classifier(export_dir)` reused for every video (a serving loop);
-  --mode=path    the SavedModel path passed on every call (loaded again each time, as a loop
-                 over the command would do inside one process).
+  --mode=path    the SavedModel path passed on every call (predict_video keeps recently
+                 loaded models, keyed by file and modification time);
+  --mode=reload  `load_classifier(export_dir)` again for every video (a service picking up
+                 new model versions; shows what a load leaves behind).
 Prints RSS (VmRSS of /proc/self/status) at each checkpoint, the growth from video 1 and from
 video 50 (after warm-up) to the last, and MB per 100 videos.
 """
@@ -73,7 +75,7 @@ def export_tiny_model(folder):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--num_videos", type=int, default=200)
-    parser.add_argument("--mode", choices=["loaded", "path"], default="loaded")
+    parser.add_argument("--mode", choices=["loaded", "path", "reload"], default="loaded")
     args = parser.parse_args()
 
     from lgd_tf import predict
@@ -88,6 +90,8 @@ def main():
         marks = sorted({1, *range(50, args.num_videos + 1, 50), args.num_videos})
         rows, started = [], time.perf_counter()
         for i in range(1, args.num_videos + 1):
+            if args.mode == "reload":
+                model = classifier_lib.load_classifier(saved_model)
             prediction = predict.predict_video(model, videos[(i - 1) % NUM_FILES])
             assert prediction.probabilities.shape == (10,)
             if i in marks:
