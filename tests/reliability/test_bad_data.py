@@ -104,8 +104,8 @@ def test_foreign_record_skip_is_counted(tmp_path):
 
 
 @pytest.mark.xfail(raises=AssertionError,
-                   reason="tf.io.decode_jpeg decodes garbled scan data into a garbage frame "
-                          "with only a libjpeg warning on stderr")
+                   reason="JPEG has no checksum: tf.io.decode_jpeg (and PIL) decode garbled "
+                          "scan data into a garbage frame, with only a libjpeg warning")
 def test_jpeg_with_corrupt_scan_data_is_not_trained_on(tmp_path):
     path = _shard(tmp_path, _jpeg_with_corrupt_scan_data())
     counter = SkipCounter()
