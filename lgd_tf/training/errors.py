@@ -9,12 +9,24 @@ class TrainingError(ValueError):
     """A problem the user can fix (config, data, numbers); printed as one line, exit code 1."""
 
 
+_NOISE = ("Traceback", "File ", "[[", "Node:", "Graph execution error", "Detected at node",
+          "<stack traces", "In call to configurable", "Detected unsupported operations")
+
+
 def one_line(error):
-    """The first meaningful line of an exception message (TensorFlow adds long traces)."""
+    """The meaningful line of an exception message (TensorFlow and gin add long context).
+
+    A failed `tf.debugging.Assert` (e.g. the input pipeline's check of a record) becomes its
+    message: "assertion failed: [lgd_tf.data: bad record ...]" -> "lgd_tf.data: bad record ...".
+    """
     text = str(error).strip() or type(error).__name__
     for line in text.splitlines():
         line = line.strip()
-        if line and not line.startswith(("Traceback", "File ", "[[", "Node:")):
+        if line.startswith("assertion failed: [") and line.endswith("]"):
+            return line[len("assertion failed: ["):-1].replace("\\'", "'")
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith(_NOISE):
             return line
     return text.splitlines()[0]
 

@@ -172,7 +172,7 @@ def _learning_rate(optimizer):
                  denylist=["stage", "model", "strategy", "train_pattern", "stage_dir",
                             "num_classes"])
 def fit_stage(stage, model, strategy, train_pattern, stage_dir, num_classes, *,
-              train_steps=gin.REQUIRED, batch_size=64, optimizer=None, weight_decay=1e-4,
+              train_steps=None, epochs=None, steps_per_epoch=None, batch_size=64, optimizer=None, weight_decay=1e-4,
               checkpoint_every_steps=500, max_checkpoints=3, log_every_steps=20,
               jit_compile=False, data_fn=None, seed=0, checkpoint_input_pipeline=False):
     """Trains `model` for `train_steps` optimizer steps (resuming from `stage_dir`).
@@ -184,7 +184,8 @@ def fit_stage(stage, model, strategy, train_pattern, stage_dir, num_classes, *,
         train_pattern: TFRecord glob for `data_fn`.
         stage_dir: checkpoints and TensorBoard logs (`stage_dir/train`).
         num_classes: K (labels are checked against it by the input pipeline).
-        train_steps: total optimizer steps of the stage (epochs x steps per epoch).
+        train_steps: total optimizer steps of the stage; or give `epochs` and
+            `steps_per_epoch` (train_steps = epochs x steps_per_epoch, rounded).
         batch_size: global batch, split evenly over the replicas.
         optimizer: a Keras optimizer or a factory (gin: `@keras.optimizers.SGD`); built in
             the strategy's scope. Default SGD(0.01, momentum 0.9) (Sec. 5.2).
@@ -204,6 +205,11 @@ def fit_stage(stage, model, strategy, train_pattern, stage_dir, num_classes, *,
     from lgd_tf.training import gin_config
 
     data_fn = data_fn or gin_config.train_dataset
+    if train_steps is None:
+        if epochs is None or steps_per_epoch is None:
+            raise TrainingError(f"{stage}: set fit_stage.train_steps, or fit_stage.epochs and "
+                                "fit_stage.steps_per_epoch")
+        train_steps = round(float(epochs) * int(steps_per_epoch))
     train_steps = int(train_steps)
     if train_steps < 0:
         raise TrainingError(f"{stage}: train_steps must be >= 0. Received: {train_steps}")
