@@ -174,12 +174,22 @@ def _guarded(parsed, source, num_classes, indices_fn, build_fn):
     record_ok = ok
     ok = tf.logical_and(ok, jpeg_ok)
     # A bad record goes through the same ops on a blank frame (cheaper than a tf.cond).
-    jpegs = tf.where(ok, jpegs, tf.fill(tf.shape(jpegs), _blank_jpeg()))
+    blank = tf.fill(tf.shape(jpegs), _blank_jpeg())
+    jpegs = tf.where(ok, jpegs, blank)
+    # Frames of one clip must share a size (headers only; decoding would fail unnamed).
+    shapes = tf.map_fn(tf.io.extract_jpeg_shape, jpegs, fn_output_signature=tf.int32)
+    same_size = tf.reduce_all(tf.equal(shapes[:, :2], shapes[:1, :2]))
+    sizes_ok = tf.logical_or(tf.logical_not(ok), same_size)
+    ok = tf.logical_and(ok, sizes_ok)
+    jpegs = tf.where(ok, jpegs, blank)
     output = build_fn(jpegs, tf.reshape(position, tf.shape(indices)))
 
     def message_fn():
-        reason = tf.cond(record_ok, lambda: tf.constant("a frame is not a valid JPEG"),
-                         reason_fn)
+        reason = tf.cond(
+            record_ok,
+            lambda: tf.where(jpeg_ok, tf.constant("frames of different sizes"),
+                             tf.constant("a frame is not a valid JPEG")),
+            reason_fn)
         return tf.strings.join([
             "lgd_tf.data: bad record ", tf.strings.as_string(index), " of ", filename,
             " (media_id '", parsed["media_id"], "'): ", reason])

@@ -38,7 +38,13 @@ def _no_frames():
     return example
 
 
+def _two_sizes():
+    frames = list(helpers.indexed_frames(3)) + list(helpers.indexed_frames(3, 40, 40))
+    return writer.make_sequence_example(frames, 1, media_id="twosizes")
+
+
 CASES = {
+    "two_sizes": (_two_sizes, "frames of different sizes"),
     "bad_jpeg": (_bad_jpeg, "not a valid JPEG"),
     "truncated_jpeg": (_truncated_jpeg, "not a valid JPEG"),
     "missing_label": (_missing_label, "missing `clip/label/index`"),
