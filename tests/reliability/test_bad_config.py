@@ -31,13 +31,11 @@ CASES = {
     "data_frames_differ_from_model": (["lgd_tf.data.train_dataset.num_frames = 4"],
                                       "num_frames"),
 }
-# Known gaps (issue 7 report, lgd_tf/training/errors.py): a ValueError raised while the model
-# is built or first called keeps its traceback; a bad record found in the graph is reduced to
-# TensorFlow's first line, "Graph execution error:", which drops the file name.
+# Known gap (issue 7 report, lgd_tf/training/two_stage.py and loop.py): a ValueError raised
+# while the model is built or first called keeps its traceback.
 KNOWN = {
     "too_few_frames_for_the_pooling": "bare ValueError traceback",
     "data_frames_differ_from_model": "bare ValueError traceback",
-    "label_beyond_num_classes": "the one line is 'Graph execution error:'",
 }
 
 

@@ -1,7 +1,8 @@
 """Bad data through the real builder and pipelines: the cases tests/data does not cover.
 
 Covered there (not repeated here): truncated shard, missing `clip/label/index`, no frames,
-label >= num_classes, a JPEG with broken markers (tests/data/test_errors.py); a zero-length
+label >= num_classes, a JPEG with broken markers, frames of two sizes in one video
+(tests/data/test_errors.py); a zero-length
 file and a file that is not a video (tests/data/test_video.py, test_builder.py,
 tests/export/test_predict.py).
 
@@ -52,15 +53,9 @@ def _jpeg_with_corrupt_scan_data():
     return example.SerializeToString()
 
 
-def _frames_of_two_sizes():
-    frames = list(helpers.indexed_frames(3)) + list(helpers.indexed_frames(3, 40, 40))
-    return writer.make_sequence_example(frames, 1, media_id="twosizes").SerializeToString()
-
-
 FOREIGN_RECORDS = {
     "not_a_sequence_example": _not_a_sequence_example,
     "label_stored_as_bytes": _label_as_bytes,
-    "frames_of_two_sizes": _frames_of_two_sizes,
 }
 
 
