@@ -172,7 +172,8 @@ def _learning_rate(optimizer):
                  denylist=["stage", "model", "strategy", "train_pattern", "stage_dir",
                             "num_classes"])
 def fit_stage(stage, model, strategy, train_pattern, stage_dir, num_classes, *,
-              train_steps=None, epochs=None, steps_per_epoch=None, batch_size=64, optimizer=None, weight_decay=1e-4,
+              train_steps=None, epochs=None, steps_per_epoch=None, batch_size=64,
+              optimizer=None, weight_decay=1e-4,
               checkpoint_every_steps=500, max_checkpoints=3, log_every_steps=20,
               jit_compile=False, data_fn=None, seed=0, checkpoint_input_pipeline=False):
     """Trains `model` for `train_steps` optimizer steps (resuming from `stage_dir`).
