@@ -142,7 +142,8 @@ def test_config_errors_are_reported_in_one_line(repo_root, tiny_bindings, tmp_pa
     (tmp_path / "unknown.gin").write_text("lgd_tf.models.lgd3d.no_such_argument = 1\n")
     path = tmp_path / gin_file if gin_file == "unknown.gin" else gin_file
     flags = types.SimpleNamespace(
-        gin_file=[str(path)], gin_bindings=tiny_bindings + bindings, gin_search_paths=[],
+        gin_file=[str(path)], gin_search_paths=[],
+        gin_bindings=(tiny_bindings if "tiny" in gin_file else []) + bindings,
         num_cpu_devices=0, strategy="default", tpu=None, model_dir=str(tmp_path / "run"),
         evaluate=False)
     try:
