@@ -2,9 +2,8 @@
 
 Covered there (not repeated here): truncated shard, missing `clip/label/index`, no frames,
 label >= num_classes, a JPEG with broken markers, frames of two sizes in one video
-(tests/data/test_errors.py); a zero-length
-file and a file that is not a video (tests/data/test_video.py, test_builder.py,
-tests/export/test_predict.py).
+(tests/data/test_errors.py); a zero-length file and a file that is not a video
+(tests/data/test_video.py, test_builder.py, tests/export/test_predict.py).
 
 Each case must end in an error naming the file, or be skipped and counted under
 `ignore_errors=True`; never in clips built from garbage.
@@ -18,12 +17,12 @@ import tensorflow as tf
 from lgd_tf.data import SkipCounter, builder, eval_dataset, schema, train_dataset, writer
 from tests.data import helpers
 
-# Records other tools may write, which fail inside parse / decode_jpeg: the pipeline cannot
-# name their file (issue 7 report: lgd_tf/data/pipelines.py, `_guarded` / `_finish`).
+# Records other tools may write, which fail inside the record parser: the pipeline cannot
+# name their file (docs/reliability.md, gap 1: lgd_tf/data/pipelines.py).
 KNOWN_UNNAMED = pytest.mark.xfail(
     raises=tf.errors.InvalidArgumentError,
-    reason="a record that fails inside parse/decode_jpeg stops the pipeline with a TensorFlow "
-           "error that names no file")
+    reason="a record that fails inside the parser stops the pipeline with a TensorFlow error "
+           "that names no file")
 
 
 def _good(label, name, n=6):
