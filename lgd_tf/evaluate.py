@@ -5,12 +5,9 @@ confusion matrix (CSV and PNG) and eval_results.json in model_dir. Evaluates sta
 else stage1.keras, or --stage.
 """
 
-import os
 import sys
 
 from absl import app, flags, logging
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 flags.DEFINE_multi_string("gin_file", None, "gin config file(s) of the run.")
 flags.DEFINE_multi_string("gin_bindings", [], "gin bindings, e.g. \"EVAL_PATTERN='...'\".")

@@ -14,8 +14,6 @@ import time
 
 from absl import app, flags, logging
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 flags.DEFINE_multi_string("gin_file", None, "gin config file(s), later ones override.")
 flags.DEFINE_multi_string("gin_bindings", [], "gin bindings, e.g. \"fit_stage.batch_size=8\".")
 flags.DEFINE_multi_string("gin_search_paths", [], "folders searched for included gin files.")

@@ -238,10 +238,13 @@ def fit_stage(stage, model, strategy, train_pattern, stage_dir, num_classes, *,
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         optimizer.build(model.trainable_variables)
         iterator = iter(dataset)
-    items = {"model": model, "optimizer": optimizer}
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
     if checkpoint_input_pipeline and not multi_worker:
-        items["data"] = iterator
-    checkpoint = tf.train.Checkpoint(**items)
+        try:
+            checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, data=iterator)
+        except ValueError:  # e.g. MirroredStrategy's DistributedIterator is not trackable
+            logging.warning("%s: the input pipeline's position is not checkpointed under %s; "
+                            "a resumed run draws new batches.", stage, type(strategy).__name__)
     manager = tf.train.CheckpointManager(checkpoint, write_dir, max_to_keep=max_checkpoints)
     latest = tf.train.latest_checkpoint(stage_dir)
     if latest:
