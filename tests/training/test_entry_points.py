@@ -24,6 +24,7 @@ def _iterations(checkpoint):
         "optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"))
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_continues_from_the_saved_step(
         repo_root, subprocess_env, tiny_bindings, tmp_path):
     model_dir = tmp_path / "run"
@@ -73,6 +74,7 @@ def test_resume_after_sigkill_continues_from_the_saved_step(
     assert not [line for line in third.stdout.splitlines() if line.startswith("stage1 ")]
 
 
+@pytest.mark.slow
 def test_bad_inputs_give_one_line_errors(repo_root, subprocess_env, tiny_bindings,
                                          tiny_data_dir, tmp_path):
     bad_gin = tmp_path / "bad.gin"
