@@ -110,14 +110,21 @@ def test_bad_inputs_give_one_line_errors(repo_root, subprocess_env, tiny_binding
         processes[name] = subprocess.Popen(
             command + [f"--model_dir={tmp_path / name}"], cwd=repo_root, env=subprocess_env,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for name, (_, message) in cases.items():
-        out, err = processes[name].communicate(timeout=300)
-        assert processes[name].returncode == 1, (name, out[-2000:], err[-2000:])
-        assert "Traceback" not in err, (name, err[-3000:])
-        error_lines = [line for line in err.splitlines() if ": error: " in line]
-        assert len(error_lines) == 1 and message in error_lines[0], (name, err[-2000:])
-        if name == "nan":
-            kept_step = int(error_lines[0].split("last good checkpoint (step ")[1].split(")")[0])
+    try:
+        for name, (_, message) in cases.items():
+            out, err = processes[name].communicate(timeout=300)
+            assert processes[name].returncode == 1, (name, out[-2000:], err[-2000:])
+            assert "Traceback" not in err, (name, err[-3000:])
+            error_lines = [line for line in err.splitlines() if ": error: " in line]
+            assert len(error_lines) == 1 and message in error_lines[0], (name, err[-2000:])
+            if name == "nan":
+                kept_step = int(
+                    error_lines[0].split("last good checkpoint (step ")[1].split(")")[0])
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
     kept = tf.train.latest_checkpoint(str(tmp_path / "nan" / "stage1"))
     assert kept is not None and kept.endswith(f"ckpt-{kept_step}")
     assert not (tmp_path / "nan" / "stage1.keras").exists()
