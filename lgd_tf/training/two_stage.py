@@ -12,6 +12,7 @@ eval_results.json (see `evaluation`).
 
 import collections
 import os
+import time
 
 import keras
 import tensorflow as tf
@@ -133,7 +134,11 @@ def fit_two_stage(model_dir, strategy, *, model_fn=gin.REQUIRED, stages=STAGES, 
         raise TrainingError(f"fit_two_stage.stages must be a non-empty ordered subset of "
                             f"{STAGES}. Received: {stages}")
     chief = strategy_lib.is_chief(strategy)
+    started = time.perf_counter()
     sources = gin_config.call_configurable(data_sources, need_eval=False)
+    if chief:
+        print(f"data: {sources.num_classes} classes, train {sources.train_pattern} "
+              f"(ready in {time.perf_counter() - started:.1f}s)", flush=True)
     tf.io.gfile.makedirs(model_dir)
     if chief:
         files.write_text(os.path.join(model_dir, "class_names.txt"),

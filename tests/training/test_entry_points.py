@@ -99,7 +99,7 @@ def test_bad_inputs_give_one_line_errors(repo_root, subprocess_env, tiny_binding
             f"lgd_tf.training.data_sources.class_names_file = '{two_names}'",
             "NUM_CLASSES = 2"]), ">= num_classes 2"),
         "nan": (TRAIN + _args(tiny_bindings + [
-            "stage1/keras.optimizers.schedules.CosineDecay.initial_learning_rate = 1e30",
+            "stage1/keras.optimizers.schedules.CosineDecay.warmup_target = 1e30",
             "lgd_tf.training.fit_stage.checkpoint_every_steps = 1",
             "stage1/lgd_tf.training.fit_stage.train_steps = 20"]),
             "training stopped and the last good checkpoint (step "),
