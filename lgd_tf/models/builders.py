@@ -4,6 +4,7 @@ import warnings
 
 import keras
 from absl import logging
+from keras.src.saving.serialization_lib import SafeModeScope
 
 from lgd_tf.models.backbone import LGD2DBackbone, LGD3DBackbone, _Backbone
 from lgd_tf.models.classifier import LGDClassifier
@@ -102,7 +103,8 @@ def load_lgd_weights(model, path):
         return model
     if not path.endswith(".keras"):
         raise ValueError(f"`weights` must be a .keras or .weights.h5 file. Received: {path}")
-    source = keras.saving.load_model(path, compile=False)
+    with SafeModeScope(True):  # even if the process enabled unsafe deserialization
+        source = keras.saving.load_model(path, compile=False)
     src_backbone, dst_backbone = _backbone_of(source), _backbone_of(model)
     src_weights = src_backbone.get_weights()
     dst_shapes = [tuple(w.shape) for w in dst_backbone.weights]

@@ -13,6 +13,7 @@ import time
 import keras
 import numpy as np
 import tensorflow as tf
+from keras.src.saving.serialization_lib import SafeModeScope
 
 import gin
 from lgd_tf.models import class_probabilities
@@ -95,7 +96,8 @@ def load_stage_model(model_dir, stage=None):
     for name in candidates:
         path = os.path.join(model_dir, f"{name}.keras")
         if tf.io.gfile.exists(path):
-            return keras.saving.load_model(path, compile=False), name
+            with SafeModeScope(True):  # even if the process enabled unsafe deserialization
+                return keras.saving.load_model(path, compile=False), name
     raise TrainingError(f"no trained model in {model_dir}: expected "
                         f"{' or '.join(c + '.keras' for c in candidates)}")
 

@@ -86,9 +86,6 @@ def test_safe_mode_holds_after_unsafe_deserialization_was_enabled(untrusted):
     assert "Lambda" in str(info.value)
 
 
-@pytest.mark.xfail(raises=AssertionError,
-                   reason="lgd_tf/models/builders.py loads `weights=` .keras files without "
-                          "pinning safe mode (Keras prefers the global flag)")
 def test_lgd3d_weights_refuses_it_after_unsafe_deserialization_was_enabled(untrusted):
     from keras.src.backend.common import global_state
 
