@@ -2,7 +2,8 @@
 
 Scores averaged over every clip (and crop) of each video; top-1 / top-5, per-class accuracy,
 confusion matrix (CSV and PNG) and eval_results.json in model_dir. Evaluates stage2.keras,
-else stage1.keras, or --stage.
+else stage1.keras, or --stage. `--fuse_with=OTHER_MODEL_DIR` late-fuses the scores with
+another evaluated run (two-stream, Sec. 5.5).
 """
 
 import sys
@@ -14,6 +15,9 @@ flags.DEFINE_multi_string("gin_bindings", [], "gin bindings, e.g. \"EVAL_PATTERN
 flags.DEFINE_multi_string("gin_search_paths", [], "folders searched for included gin files.")
 flags.DEFINE_string("model_dir", None, "the training run's folder.")
 flags.DEFINE_enum("stage", None, ["stage1", "stage2"], "which saved stage (default: last).")
+flags.DEFINE_string("fuse_with", None, "another evaluated model_dir (e.g. the flow stream) "
+                    "whose per-video scores are late-fused with these (Sec. 5.5).")
+flags.DEFINE_float("fusion_weight", 0.5, "weight of the flow stream in the fusion.")
 flags.mark_flag_as_required("model_dir")
 
 FLAGS = flags.FLAGS
@@ -25,7 +29,9 @@ def evaluate(argv_flags):
 
     gin_config.parse_config(argv_flags.gin_file, argv_flags.gin_bindings,
                             argv_flags.gin_search_paths)
-    results = evaluation.evaluate_video_level(argv_flags.model_dir, stage=argv_flags.stage)
+    results = evaluation.evaluate_video_level(
+        argv_flags.model_dir, stage=argv_flags.stage, fuse_with=argv_flags.fuse_with,
+        fusion_weight=argv_flags.fusion_weight)
     print(evaluation.format_results(results), flush=True)
 
 

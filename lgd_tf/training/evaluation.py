@@ -17,6 +17,7 @@ from keras.src.saving.serialization_lib import SafeModeScope
 
 import gin
 from lgd_tf.models import class_probabilities
+from lgd_tf.serving import fusion
 from lgd_tf.training import files
 from lgd_tf.training.errors import TrainingError
 
@@ -104,7 +105,7 @@ def load_stage_model(model_dir, stage=None):
 
 @gin.configurable(module="lgd_tf.training", denylist=["model_dir", "model", "stage"])
 def evaluate_video_level(model_dir, model=None, stage=None, *, batch_size=1, data_fn=None,
-                         write_files=True):
+                         write_files=True, fuse_with=None, fusion_weight=0.5):
     """Video-level top-1 / top-5, per-class accuracy and confusion matrix of a saved stage.
 
     Args:
@@ -114,7 +115,11 @@ def evaluate_video_level(model_dir, model=None, stage=None, *, batch_size=1, dat
         batch_size: videos per batch (whole-frame views need one frame size per batch).
         data_fn: `fn(pattern, batch_size, num_classes=...)` -> (views, labels, media_ids),
             default `lgd_tf.data.eval_dataset` with its gin bindings.
-        write_files: write eval_results.json and the confusion matrix files.
+        write_files: write eval_results.json, the confusion matrix files and the per-video
+            scores (eval_scores.npz) that another run's `fuse_with` reads.
+        fuse_with: another evaluated model_dir (e.g. the flow stream): its per-video scores
+            are late-fused with this model's (Sec. 5.5, `lgd_tf.serving.fusion`).
+        fusion_weight: weight of the flow stream in the fusion.
 
     Returns:
         The results dict (also in eval_results.json).
@@ -145,6 +150,15 @@ def evaluate_video_level(model_dir, model=None, stage=None, *, batch_size=1, dat
     if not scores:
         raise TrainingError(f"the eval data set is empty ({sources.eval_pattern})")
     scores, labels = np.concatenate(scores), np.concatenate(labels)
+    modality = fusion.modality_of(model)
+    if write_files:
+        fusion.write_video_scores(model_dir, media_ids, scores, sources.class_names, modality)
+    if fuse_with:
+        try:
+            scores = fusion.fuse_with_model_dir(media_ids, scores, sources.class_names, modality,
+                                                fuse_with, fusion_weight)
+        except (ValueError, KeyError) as error:
+            raise TrainingError(f"--fuse_with: {error}") from None
     predictions = np.argmax(scores, axis=-1)
     matrix = confusion_matrix(labels, predictions, sources.num_classes)
     accuracy = per_class_accuracy(matrix)
@@ -162,6 +176,8 @@ def evaluate_video_level(model_dir, model=None, stage=None, *, batch_size=1, dat
         "eval_pattern": sources.eval_pattern,
         "seconds": round(time.perf_counter() - started, 2),
     }
+    if fuse_with:
+        results.update(fused_with=fuse_with, fusion_weight=fusion_weight)
     if write_files:
         files.write_json(os.path.join(model_dir, "eval_results.json"), results)
         files.write_text(os.path.join(model_dir, "confusion_matrix.csv"),

@@ -101,3 +101,30 @@ def test_evaluate_averages_view_probabilities_like_a_hand_computation(tiny_confi
                         usecols=range(1, 13))
     assert matrix.sum() == 12 and np.trace(matrix) == round(12 * expected_top1)
     assert tf.io.decode_png((tmp_path / "confusion_matrix.png").read_bytes()).shape[-1] == 3
+
+
+def test_fuse_with_late_fuses_the_two_runs_video_scores(tiny_config, tmp_path):
+    """Two-stream evaluation (Sec. 5.5): fused = (1 - w) * first + w * second, by media id."""
+    tiny_config()
+    runs = []
+    for seed in (1, 2):
+        keras_utils = __import__("keras").utils
+        keras_utils.set_random_seed(seed)
+        run_dir = tmp_path / f"run{seed}"
+        run_dir.mkdir()
+        files.save_model(gin_config.lgd3d(head="stage1"), str(run_dir / "stage1.keras"))
+        evaluation.evaluate_video_level(str(run_dir))
+        with np.load(run_dir / "eval_scores.npz") as data:
+            runs.append(dict(zip(data["media_ids"], data["scores"], strict=True)))
+    weight = 0.3
+    fused = evaluation.evaluate_video_level(str(tmp_path / "run1"), fuse_with=str(
+        tmp_path / "run2"), fusion_weight=weight, write_files=False)
+
+    with open(tmp_path / "run1" / "eval_predictions.csv") as f:
+        rows = list(csv.DictReader(f))
+    labels = np.array([int(r["label"]) for r in rows])
+    hand = np.stack([(1 - weight) * runs[0][r["media_id"]] + weight * runs[1][r["media_id"]]
+                     for r in rows])
+    assert fused["fused_with"] == str(tmp_path / "run2")
+    assert fused["top1"] == pytest.approx(np.mean(np.argmax(hand, axis=1) == labels))
+    assert not np.allclose(hand, np.stack([runs[0][r["media_id"]] for r in rows]))
