@@ -41,6 +41,7 @@ setuptools.setup(
         "gpu": ["tensorflow[and-cuda]>=2.21.0"],
         "tpu": ["tensorflow>=2.21.0"],
         "test": [
+            "pillow>=10.0",
             "pytest>=8.0",
             "pytest-xdist>=3.5",
             "ruff>=0.6",

@@ -27,9 +27,19 @@ SIGNATURES = ("serving_default", "serve_encoded", "serve_frames", "features")
 
 # Runs with `python -I -S`: no site-packages processing (so no editable-install finder for
 # lgd_tf), no user site, no PYTHONPATH, no current directory; only TF's own site-packages dir
-# is added back.
+# is added back, and an import hook hides lgd_tf in case it is installed there (non-editable).
 NO_LGD_TF_SCRIPT = """
 import sys
+
+
+class HideLgdTf:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "lgd_tf":
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+
+sys.meta_path.insert(0, HideLgdTf())
 sys.path.append(sys.argv[1])
 try:
     import lgd_tf  # noqa: F401
