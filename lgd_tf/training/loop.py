@@ -168,6 +168,19 @@ def _learning_rate(optimizer):
         return float("nan")
 
 
+def _check_clip_shape(stage, clip_spec, model):
+    """Fails early, naming the bindings, when the data's clips do not fit the model's input."""
+    per_replica = getattr(clip_spec, "_component_specs", clip_spec)  # PerReplicaSpec or not
+    clip_shape = tuple(tf.nest.flatten(per_replica)[0].shape)[1:]
+    model_shape = tuple(model.inputs[0].shape)[1:]
+    for axis, name, binding in ((0, "frames", "num_frames"), (3, "channels", "modality")):
+        want, got = model_shape[axis], clip_shape[axis]
+        if want is not None and got is not None and want != got:
+            raise TrainingError(
+                f"{stage}: the data give clips of {got} {name} but the model takes {want}; make "
+                f"lgd_tf.data.train_dataset.{binding} and the model's {binding} agree")
+
+
 @gin.configurable(module="lgd_tf.training",
                  denylist=["stage", "model", "strategy", "train_pattern", "stage_dir",
                             "num_classes"])
@@ -231,6 +244,7 @@ def fit_stage(stage, model, strategy, train_pattern, stage_dir, num_classes, *,
             raise TrainingError(f"{stage}: training data: {error}") from None
 
     dataset = strategy.distribute_datasets_from_function(dataset_fn)
+    _check_clip_shape(stage, dataset.element_spec[0], model)
     with strategy.scope():
         optimizer = _as_optimizer(optimizer)
         if keras.mixed_precision.global_policy().name == "mixed_float16" and not isinstance(

@@ -20,7 +20,7 @@ import tensorflow as tf
 import gin
 from lgd_tf.training import files, loop
 from lgd_tf.training import strategy as strategy_lib
-from lgd_tf.training.errors import TrainingError
+from lgd_tf.training.errors import TrainingError, one_line
 
 STAGES = ("stage1", "stage2")
 
@@ -150,7 +150,10 @@ def fit_two_stage(model_dir, strategy, *, model_fn=gin.REQUIRED, stages=STAGES, 
     for stage in stages:
         with gin.config_scope(stage):
             with strategy.scope():
-                model = gin_config.call_configurable(model_fn, head=stage)
+                try:
+                    model = gin_config.call_configurable(model_fn, head=stage)
+                except ValueError as error:
+                    raise TrainingError(f"{stage}: model: {one_line(error)}") from None
             if getattr(model, "num_classes", sources.num_classes) != sources.num_classes:
                 raise TrainingError(f"the model has {model.num_classes} classes but the data "
                                     f"has {sources.num_classes} (set NUM_CLASSES)")

@@ -42,8 +42,6 @@ SKIPPING_RUN = ("label7", ["lgd_tf.data.train_dataset.ignore_errors = True"])
 # keeps its traceback (lgd_tf/training/two_stage.py, loop.py); with ignore_errors and no good
 # record the repeated input stream skips forever (lgd_tf/data/pipelines.py).
 KNOWN = {
-    "too_few_frames_for_the_pooling": "bare ValueError traceback",
-    "data_frames_differ_from_model": "bare ValueError traceback",
     "every_record_bad_under_ignore_errors": "hangs: the repeated stream skips bad records "
                                             "forever",
 }
