@@ -6,9 +6,8 @@ else stage1.keras, or --stage. `--fuse_with=OTHER_MODEL_DIR` late-fuses the scor
 another evaluated run (two-stream, Sec. 5.5).
 """
 
-import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 
 flags.DEFINE_multi_string("gin_file", None, "gin config file(s) of the run.")
 flags.DEFINE_multi_string("gin_bindings", [], "gin bindings, e.g. \"EVAL_PATTERN='...'\".")
@@ -36,14 +35,9 @@ def evaluate(argv_flags):
 
 
 def main(argv):
-    if len(argv) > 1:
-        print(f"{PROGRAM}: error: unexpected arguments {argv[1:]}", file=sys.stderr)
-        return 2
-    if not FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.ERROR)
-    from lgd_tf.training.errors import run_and_report
+    from lgd_tf.training.errors import command_main
 
-    return run_and_report(PROGRAM, lambda: evaluate(FLAGS))
+    return command_main(PROGRAM, FLAGS, evaluate)(argv)
 
 
 def run():

@@ -9,10 +9,9 @@ gin/demo.gin and no data it builds the demo set, trains both stages and evaluate
 """
 
 import os
-import sys
 import time
 
-from absl import app, flags, logging
+from absl import app, flags
 
 flags.DEFINE_multi_string("gin_file", None, "gin config file(s), later ones override.")
 flags.DEFINE_multi_string("gin_bindings", [], "gin bindings, e.g. \"fit_stage.batch_size=8\".")
@@ -73,14 +72,9 @@ def train(argv_flags):
 
 
 def main(argv):
-    if len(argv) > 1:
-        print(f"{PROGRAM}: error: unexpected arguments {argv[1:]}", file=sys.stderr)
-        return 2
-    if not FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.ERROR)
-    from lgd_tf.training.errors import run_and_report
+    from lgd_tf.training.errors import command_main
 
-    return run_and_report(PROGRAM, lambda: train(FLAGS))
+    return command_main(PROGRAM, FLAGS, train)(argv)
 
 
 def run():

@@ -3,6 +3,7 @@
 import sys
 
 import tensorflow as tf
+from absl import logging
 
 
 class TrainingError(ValueError):
@@ -47,3 +48,18 @@ def run_and_report(program, fn):
         print(f"{program}: error: {one_line(error)}", file=sys.stderr)
         return 1
     return 0
+
+
+def command_main(program, flag_values, fn):
+    """absl `main(argv)` of a command: rejects stray arguments, quiets absl's INFO logs unless
+    --verbosity is given, then runs `fn(flag_values)` under `run_and_report`."""
+
+    def main(argv):
+        if len(argv) > 1:
+            print(f"{program}: error: unexpected arguments {argv[1:]}", file=sys.stderr)
+            return 2
+        if not flag_values["verbosity"].present:
+            logging.set_verbosity(logging.ERROR)
+        return run_and_report(program, lambda: fn(flag_values))
+
+    return main
