@@ -51,6 +51,12 @@ class LocalGlobalSketch(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         return (input_shape[1][0], 2 * self.sketch_dim)
 
+    def compute_output_spec(self, inputs):
+        # float32 under any policy, as the call returns (its sketch is a float32 layer); the
+        # default spec built from compute_output_shape would carry the compute dtype.
+        x, g = inputs
+        return keras.KerasTensor(self.compute_output_shape((x.shape, g.shape)), dtype="float32")
+
     def get_config(self):
         config = super().get_config()
         config.update({"sketch_dim": self.sketch_dim, "seed": self.seed,
