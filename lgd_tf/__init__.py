@@ -7,6 +7,38 @@ Importing the package registers every Keras layer and model under the `lgd_tf` p
 `keras.saving.load_model("m.keras")` works after `import lgd_tf`.
 """
 
+import os as _os
+import sys as _sys
+
 __version__ = "0.1.0"
+
+
+def _import_tensorflow_quietly():
+    """For the commands: TensorFlow's C++ start-up lines (absl's "All log messages before
+    absl::InitializeLog()", oneDNN's notice) are dropped so that a command's output is its own
+    lines; anything else TensorFlow writes to stderr while loading is passed on."""
+    import tempfile
+
+    _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    noise = ("WARNING: All log messages before absl::InitializeLog()",
+             "oneDNN custom operations are on")
+    saved = _os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        _os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+        finally:
+            _os.dup2(saved, 2)
+            _os.close(saved)
+            captured.seek(0)
+            for line in captured.read().decode(errors="replace").splitlines(keepends=True):
+                if not any(n in line for n in noise):
+                    _sys.stderr.write(line)
+
+
+# `python -m lgd_tf.<command>` (argv[0] is "-m" while the package loads) and the lgd-* scripts.
+if _sys.argv[:1] == ["-m"] or _os.path.basename(_sys.argv[0] if _sys.argv else "").startswith(
+        "lgd-"):
+    _import_tensorflow_quietly()
 
 from lgd_tf import layers, models  # noqa: E402,F401  (registers serializables)

@@ -1,13 +1,27 @@
-"""One-line errors for the entry points: what went wrong and what to change."""
+"""Errors a user can act on, and how to shorten an exception to its meaningful line.
 
-import sys
-
-import tensorflow as tf
-from absl import logging
+`TrainingError` is a problem with the input (configuration, data, a run folder that belongs
+to another configuration): the commands print it as one line and exit with code 2.
+`RunFailure` is a failure while running (the loss diverged, the disk filled, a worker was
+lost, a stop signal): one line, exit code 1. The commands' exit codes are in the README.
+"""
 
 
 class TrainingError(ValueError):
-    """A problem the user can fix (config, data, numbers); printed as one line, exit code 1."""
+    """A problem the user can fix in the input (config, data, model_dir); exit code 2."""
+
+    exit_code = 2
+
+
+class RunFailure(TrainingError):
+    """The run failed while running (divergence, disk, lost worker); exit code 1."""
+
+    exit_code = 1
+
+
+class Interrupted(RunFailure):
+    """SIGTERM / SIGINT: a checkpoint was saved at the current step; the same command
+    resumes."""
 
 
 _NOISE = ("Traceback", "File ", "[[", "Node:", "Graph execution error", "Detected at node",
@@ -20,7 +34,7 @@ def one_line(error):
     A failed `tf.debugging.Assert` (e.g. the input pipeline's check of a record) becomes its
     message: "assertion failed: [lgd_tf.data: bad record ...]" -> "lgd_tf.data: bad record ...".
     """
-    text = str(error).strip() or type(error).__name__
+    text = str(getattr(error, "message", None) or error).strip() or type(error).__name__
     for line in text.splitlines():
         line = line.strip()
         if line.startswith("assertion failed: [") and line.endswith("]"):
@@ -30,36 +44,3 @@ def one_line(error):
         if line and not line.startswith(_NOISE):
             return line
     return text.splitlines()[0]
-
-
-def run_and_report(program, fn):
-    """Runs `fn()`; on a user-fixable error prints `program: error: ...` and returns 1.
-
-    Errors from TensorFlow's input pipeline (a bad record named by its file) and gin's
-    parser are reduced to their first line; anything else is a bug and keeps its traceback.
-    """
-    try:
-        fn()
-    except KeyboardInterrupt:
-        print(f"{program}: interrupted; rerun the same command to resume.", file=sys.stderr)
-        return 130
-    except (TrainingError, tf.errors.InvalidArgumentError, tf.errors.NotFoundError,
-            tf.errors.DataLossError) as error:
-        print(f"{program}: error: {one_line(error)}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def command_main(program, flag_values, fn):
-    """absl `main(argv)` of a command: rejects stray arguments, quiets absl's INFO logs unless
-    --verbosity is given, then runs `fn(flag_values)` under `run_and_report`."""
-
-    def main(argv):
-        if len(argv) > 1:
-            print(f"{program}: error: unexpected arguments {argv[1:]}", file=sys.stderr)
-            return 2
-        if not flag_values["verbosity"].present:
-            logging.set_verbosity(logging.ERROR)
-        return run_and_report(program, lambda: fn(flag_values))
-
-    return main

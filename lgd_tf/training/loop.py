@@ -8,11 +8,18 @@ on every kernel) when `weight_decay` > 0.
 Checkpoints (`tf.train.CheckpointManager`: model, optimizer with its step counter, optionally
 the input pipeline's position) are written every `checkpoint_every_steps` steps and at the end;
 TensorFlow writes them to temporary names and renames, so a run killed at any moment (SIGKILL
-included) resumes from the last saved step with the same command.
+included) resumes from the last saved step with the same command. A stop request (the commands
+set it on SIGTERM / SIGINT) saves a checkpoint at the current step first; under
+MultiWorkerMirroredStrategy the workers agree on it inside the step, so all of them stop at the
+same step. With `eval_every_steps`, the video-level evaluation runs during training, its
+scalars go to `stage_dir/eval/` and the checkpoint with the best eval top-1 is kept in
+`stage_dir/best/` beside the latest ones.
 """
 
 import collections
+import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -21,12 +28,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 from absl import logging
-from tensorflow.core.framework import summary_pb2
 
-import gin
+from lgd_tf import data
 from lgd_tf.models import class_probabilities
+from lgd_tf.training import run_folder
 from lgd_tf.training import strategy as strategy_lib
-from lgd_tf.training.errors import TrainingError
+from lgd_tf.training.errors import Interrupted, RunFailure, TrainingError, one_line
 
 StageResult = collections.namedtuple(
     "StageResult", ["stage", "steps", "start_step", "seconds", "loss", "top1", "clips_per_second"])
@@ -84,7 +91,7 @@ def loss_and_gradients(model, optimizer, clips, labels, global_batch_size, weigh
 def _make_replica_step(model, optimizer, global_batch_size, weight_decay, num_classes):
     top_k = min(5, num_classes)
 
-    def replica_step(clips, labels):
+    def replica_step(clips, labels, stop):
         labels = tf.cast(labels, tf.int32)
         grads, outputs, head_losses, l2 = loss_and_gradients(
             model, optimizer, clips, labels, global_batch_size, weight_decay)
@@ -97,6 +104,8 @@ def _make_replica_step(model, optimizer, global_batch_size, weight_decay, num_cl
         stats["top5"] = tf.reduce_sum(tf.cast(
             tf.math.in_top_k(labels, probabilities, top_k), tf.float32))
         stats["count"] = tf.cast(tf.shape(labels)[0], tf.float32)
+        # Summed over replicas and workers: > 0 when any worker was asked to stop.
+        stats["stop"] = stop
         return stats
 
     return replica_step
@@ -131,7 +140,7 @@ class _Progress:
             scalars = dict(means, learning_rate=learning_rate, clips_per_second=clips_per_second)
             with writer.as_default(step=step):
                 for key, value in scalars.items():
-                    write_scalar(key, value)
+                    tf.summary.scalar(key, value)
         if self.enabled:
             done = (step - self.start_step) / max(time.perf_counter() - self.start, 1e-9)
             eta = (self.total - step) / max(done, 1e-9)
@@ -147,13 +156,6 @@ class _Progress:
         self.window.clear()
         self.window_steps = 0
         self.window_start = time.perf_counter()
-
-
-def write_scalar(tag, value):
-    """A TensorBoard scalar (the "scalars" plugin's format) without the tensorboard package."""
-    metadata = summary_pb2.SummaryMetadata(
-        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"))
-    tf.summary.write(tag, tf.constant(value, tf.float32), metadata=metadata.SerializeToString())
 
 
 def _duration(seconds):
@@ -181,14 +183,47 @@ def _check_clip_shape(stage, clip_spec, model):
                 f"lgd_tf.data.train_dataset.{binding} and the model's {binding} agree")
 
 
-@gin.configurable(module="lgd_tf.training",
-                 denylist=["stage", "model", "strategy", "train_pattern", "stage_dir",
-                            "num_classes"])
+_LOST_PEER = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
+              tf.errors.CancelledError, tf.errors.AbortedError)
+
+
+def _lost_task(error):
+    """"worker 1" from a collective's error message naming /job:worker/replica:0/task:1."""
+    tasks = re.findall(r"/job:(\w+)/replica:\d+/task:(\d+)", str(error))
+    return ", ".join(sorted({f"{job} {task}" for job, task in tasks})) or "a peer"
+
+
+class _Best:
+    """The checkpoint with the best eval top-1 so far, in `stage_dir/best/` (and best.json)."""
+
+    def __init__(self, checkpoint, stage_dir, chief):
+        self.dir = os.path.join(stage_dir, "best")
+        self.record = os.path.join(self.dir, "best.json")
+        self.chief = chief
+        self.manager = tf.train.CheckpointManager(checkpoint, self.dir, max_to_keep=1)
+        self.top1, self.step = -1.0, None
+        if tf.io.gfile.exists(self.record):
+            with tf.io.gfile.GFile(self.record) as f:
+                saved = json.load(f)
+            self.top1, self.step = float(saved["top1"]), int(saved["step"])
+
+    def update(self, step, results):
+        if results["top1"] <= self.top1:
+            return False
+        self.top1, self.step = float(results["top1"]), int(step)
+        self.manager.save(checkpoint_number=step)
+        if self.chief:
+            run_folder.write_json(self.record, {"step": self.step, "top1": self.top1,
+                                                "top5": results["top5"]})
+        return True
+
+
 def fit_stage(stage, model, strategy, train_pattern, stage_dir, num_classes, *,
               train_steps=None, epochs=None, steps_per_epoch=None, batch_size=64,
               optimizer=None, weight_decay=1e-4,
               checkpoint_every_steps=500, max_checkpoints=3, log_every_steps=20,
-              jit_compile=False, data_fn=None, seed=0, checkpoint_input_pipeline=False):
+              jit_compile=False, data_fn=None, seed=0, checkpoint_input_pipeline=False,
+              eval_every_steps=None, evaluate_fn=None, stop=None):
     """Trains `model` for `train_steps` optimizer steps (resuming from `stage_dir`).
 
     Args:
@@ -196,7 +231,7 @@ def fit_stage(stage, model, strategy, train_pattern, stage_dir, num_classes, *,
         model: a Keras model built in `strategy.scope()`, outputs a dict of logits.
         strategy: the `tf.distribute.Strategy`.
         train_pattern: TFRecord glob for `data_fn`.
-        stage_dir: checkpoints and TensorBoard logs (`stage_dir/train`).
+        stage_dir: checkpoints and TensorBoard logs (`stage_dir/train`, `stage_dir/eval`).
         num_classes: K (labels are checked against it by the input pipeline).
         train_steps: total optimizer steps of the stage; or give `epochs` and
             `steps_per_epoch` (train_steps = epochs x steps_per_epoch, rounded).
@@ -208,17 +243,24 @@ def fit_stage(stage, model, strategy, train_pattern, stage_dir, num_classes, *,
         log_every_steps: progress line and TensorBoard summaries.
         jit_compile: XLA for the train step (off for MirroredStrategy over CPU devices).
         data_fn: `fn(pattern, batch_size, input_context=..., seed=..., num_classes=...)`,
-            default `lgd_tf.data.train_dataset` (with its gin bindings).
+            default `lgd_tf.data.train_dataset`.
         seed: seed of the input pipeline.
         checkpoint_input_pipeline: also checkpoint the input iterator (same data order after
             a resume; its state holds the shuffle buffer, so keep it off for big data).
+        eval_every_steps: run `evaluate_fn` every this many steps (None: never).
+        evaluate_fn: `evaluate_fn(model, summary_dir=..., step=...)` -> dict with "top1",
+            "top5" (video-level evaluation, which also writes the eval scalars).
+        stop: an object with `is_set()`; when set, a checkpoint is saved at the current step
+            and `Interrupted` is raised (the object's `reason`, if any, names the signal).
 
     Returns:
         StageResult.
-    """
-    from lgd_tf.training import gin_config
 
-    data_fn = data_fn or gin_config.train_dataset
+    Raises:
+        TrainingError: bad settings or data; RunFailure: the loss diverged, a checkpoint
+        could not be written, a worker of the cluster was lost; Interrupted: `stop` was set.
+    """
+    data_fn = data_fn or data.train_dataset
     if train_steps is None:
         if epochs is None or steps_per_epoch is None:
             raise TrainingError(f"{stage}: set fit_stage.train_steps, or fit_stage.epochs and "
@@ -227,6 +269,9 @@ def fit_stage(stage, model, strategy, train_pattern, stage_dir, num_classes, *,
     train_steps = int(train_steps)
     if train_steps < 0:
         raise TrainingError(f"{stage}: train_steps must be >= 0. Received: {train_steps}")
+    if eval_every_steps is not None and int(eval_every_steps) < 1:
+        raise TrainingError(f"{stage}: fit_stage.eval_every_steps must be >= 1 or None. "
+                            f"Received: {eval_every_steps}")
     replicas = strategy.num_replicas_in_sync
     if batch_size % replicas:
         raise TrainingError(f"{stage}: the global batch {batch_size} does not split over "
@@ -262,8 +307,7 @@ def fit_stage(stage, model, strategy, train_pattern, stage_dir, num_classes, *,
     manager = tf.train.CheckpointManager(checkpoint, write_dir, max_to_keep=max_checkpoints)
     latest = tf.train.latest_checkpoint(stage_dir)
     if latest:
-        checkpoint.restore(latest).expect_partial()
-        logging.info("%s: restored %s", stage, latest)
+        _restore(checkpoint, latest, stage, stage_dir)
     step = start_step = int(optimizer.iterations.numpy())
     if chief and latest and step < train_steps:
         print(f"{stage}: resuming from step {step} ({latest})", flush=True)
@@ -275,38 +319,82 @@ def fit_stage(stage, model, strategy, train_pattern, stage_dir, num_classes, *,
     compiled_step = tf.function(replica_step, jit_compile=jit) if jit else replica_step
 
     @tf.function
-    def train_step(iterator):
+    def train_step(iterator, stop_flag):
         clips, labels = next(iterator)
-        per_replica = strategy.run(compiled_step, args=(clips, labels))
+        per_replica = strategy.run(compiled_step, args=(clips, labels, stop_flag))
         return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
                 for k, v in per_replica.items()}
 
     writer = tf.summary.create_file_writer(os.path.join(stage_dir, "train")) if chief else None
+    best = None
+    if evaluate_fn is not None and eval_every_steps:
+        if multi_worker:
+            logging.warning("%s: fit_stage.eval_every_steps is ignored under "
+                            "MultiWorkerMirroredStrategy; evaluate the saved checkpoints "
+                            "with lgd_tf.evaluate.", stage)
+        else:
+            best = _Best(checkpoint, stage_dir, chief)
     progress = _Progress(stage, train_steps, step, batch_size, max(1, log_every_steps), chief)
     started = time.perf_counter()
     last_saved = step if latest else None
+
+    def save(step):
+        try:
+            manager.save(checkpoint_number=step)
+        except (OSError, tf.errors.OpError) as error:
+            kept = (f"the last complete checkpoint (step {last_saved}) is kept"
+                    if last_saved is not None else "no checkpoint was written yet")
+            raise RunFailure(f"{stage}: cannot write checkpoint {step} in {write_dir}: "
+                             f"{run_folder.failure_reason(error)}; {kept}") from None
+        if writer is not None:
+            writer.flush()
+        return step
+
+    def stop_requested():
+        return bool(stop is not None and stop.is_set())
+
     losses = []
     while step < train_steps:
         try:
-            stats = train_step(iterator)
+            stats = train_step(iterator, tf.constant(float(stop_requested())))
+            stats = {k: v.numpy() for k, v in stats.items()}
+            stop_votes = stats.pop("stop")
         except (StopIteration, tf.errors.OutOfRangeError):
             raise TrainingError(f"{stage}: the training data ran out at step {step} "
                                 f"({train_pattern} yields no batch of {batch_size}).") from None
-        stats = {k: v.numpy() for k, v in stats.items()}
+        except _LOST_PEER as error:
+            if not multi_worker:
+                raise
+            kept = (f"the last checkpoint is step {last_saved}" if last_saved is not None
+                    else "no checkpoint was written yet")
+            raise RunFailure(
+                f"{stage}: lost {_lost_task(error)} of the cluster at step {step + 1} "
+                f"({type(error).__name__}); {kept}. Restart every worker with the same "
+                "command to resume") from None
         step += 1
         loss = sum(v for k, v in stats.items() if k.startswith("loss/")) / stats["count"]
         if not np.isfinite(loss):
             kept = (f"the last good checkpoint (step {last_saved}) is kept in {stage_dir}"
                     if last_saved is not None else "no checkpoint was written yet")
-            raise TrainingError(f"{stage}: the loss is {loss} at step {step}; training stopped "
-                                f"and {kept}. Lower the learning rate or check the data.")
+            raise RunFailure(f"{stage}: the loss is {loss} at step {step}; training stopped "
+                             f"and {kept}. Lower the learning rate or check the data.")
         losses.append(loss)
         progress.update(step, stats, _learning_rate(optimizer), writer)
+        if stop_votes > 0:
+            last_saved = save(step)
+            reason = getattr(stop, "reason", None) or "a stop request"
+            raise Interrupted(f"{stage}: stopped by {reason} at step {step}/{train_steps}; "
+                              f"checkpoint saved in {stage_dir}; rerun the same command to "
+                              "resume")
         if step % max(1, checkpoint_every_steps) == 0 or step == train_steps:
-            manager.save(checkpoint_number=step)
-            last_saved = step
-            if writer is not None:
-                writer.flush()
+            last_saved = save(step)
+        if best is not None and step % int(eval_every_steps) == 0:
+            results = evaluate_fn(model, summary_dir=os.path.join(stage_dir, "eval"),
+                                  step=step)
+            note = ("best so far, kept in " + best.dir if best.update(step, results) else
+                    f"best {100 * best.top1:.1f}% at step {best.step}")
+            print(f"{stage}: eval at step {step}: video-level top-1 "
+                  f"{100 * results['top1']:.1f}% ({note})", flush=True)
     seconds = time.perf_counter() - started
     if writer is not None:
         writer.close()
@@ -317,3 +405,15 @@ def fit_stage(stage, model, strategy, train_pattern, stage_dir, num_classes, *,
     return StageResult(stage, step, start_step, seconds, float(np.mean(losses[-10:])),
                        last.get("top1", float("nan")),
                        (step - start_step) * batch_size / max(seconds, 1e-9))
+
+
+def _restore(checkpoint, path, stage, stage_dir):
+    """Restores `path`; a checkpoint of another model is one line, not a restore traceback."""
+    try:
+        checkpoint.restore(path).expect_partial()
+    except (ValueError, AssertionError, tf.errors.OpError) as error:
+        raise TrainingError(
+            f"{stage_dir} holds a {stage} checkpoint of another model ({one_line(error)}); "
+            "train into a new --model_dir, or use the configuration it was trained "
+            "with") from None
+    logging.info("%s: restored %s", stage, path)

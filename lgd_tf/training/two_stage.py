@@ -2,23 +2,24 @@
 
 Stage 1 trains the backbone with the two softmax heads of Eq. 6; stage 2 builds the model with
 the combination classifier (Eq. 4-5, 7), copies stage 1's backbone into it and tunes the whole
-network. Each stage runs in the gin scope of its name, so `stage2/fit_stage.batch_size = 16` or
-`stage2/lgd3d.num_frames = 128` (the Long setting) change one stage only.
+network. Each stage's model and fit are made inside `stage_scope(stage)`, so a configuration
+layer can give one stage its own settings (the commands use gin scopes: `stage2/...`).
 
-model_dir layout: operative_config.gin, class_names.txt, stage1/ and stage2/ (checkpoints and
-TensorBoard logs), stage1.keras / stage2.keras (the final model of each stage),
-eval_results.json (see `evaluation`).
+The model_dir is a `run_folder.RunFolder` (layout there). Before anything is written, the
+run's class names and each stage's model architecture are checked against the folder's
+run.json: a rerun with another model or other classes is refused.
 """
 
 import collections
+import contextlib
 import os
-import time
 
 import keras
 import tensorflow as tf
 
-import gin
-from lgd_tf.training import files, loop
+from lgd_tf import data
+from lgd_tf.models import load_lgd_weights
+from lgd_tf.training import evaluation, loop, run_folder
 from lgd_tf.training import strategy as strategy_lib
 from lgd_tf.training.errors import TrainingError, one_line
 
@@ -29,7 +30,13 @@ DataSources = collections.namedtuple(
 
 
 def _check_pattern(kind, pattern):
-    found = sorted({f for p in pattern.split(",") for f in tf.io.gfile.glob(p.strip())})
+    found = []
+    for part in (p.strip() for p in pattern.split(",")):
+        if tf.io.gfile.isdir(part):
+            raise TrainingError(f"the {kind} data pattern {part!r} is a folder; give a glob "
+                                f"of its shards, e.g. '{os.path.join(part, kind + '-*')}'")
+        found.extend(tf.io.gfile.glob(part))
+    found = sorted(set(found))
     if not found:
         raise TrainingError(f"no file matches the {kind} data pattern {pattern!r}")
     for path in found:
@@ -48,28 +55,32 @@ def _read_class_names(path, num_classes):
     return names
 
 
-@gin.configurable(module="lgd_tf.training")
-def data_sources(train_pattern=None, eval_pattern=None, num_classes=gin.REQUIRED,
+def data_sources(train_pattern=None, eval_pattern=None, num_classes=None,
                  class_names_file=None, demo_cache_dir=None, *, need_train=True,
-                 need_eval=True):
+                 need_eval=True, build_demo_fn=None):
     """Resolves the data: TFRecord patterns, or the demo set when no pattern is given.
 
     Args:
         train_pattern, eval_pattern: globs (comma-separated lists allowed) of shards.
         num_classes: K; checked against the class names and the demo set.
         class_names_file: one name per line; default `class_names.txt` next to the train
-            shards (written by tfrecords/build_tfrecords.py), else "0".."K-1".
-        demo_cache_dir: with no pattern given, `lgd_tf.data.build_demo_dataset(dir)` (built
-            once, cached) supplies both patterns and the class names.
+            shards (written by the TFRecord builder), else "0".."K-1".
+        demo_cache_dir: with no pattern given, `build_demo_fn(dir)` (built once, cached)
+            supplies both patterns and the class names.
         need_train, need_eval: which patterns must exist (evaluation needs only eval).
-    """
-    from lgd_tf.training import gin_config
+        build_demo_fn: default `lgd_tf.data.build_demo_dataset`.
 
+    Returns:
+        `DataSources`.
+    """
+    if num_classes is None:
+        raise TrainingError("set the number of classes: data_sources.num_classes (gin: "
+                            "NUM_CLASSES = ...)")
     num_classes = int(num_classes)
     class_names = None
     if train_pattern is None and eval_pattern is None and demo_cache_dir:
         cache = os.path.expanduser(demo_cache_dir)
-        demo = gin_config.build_demo_dataset(cache)
+        demo = (build_demo_fn or data.build_demo_dataset)(cache)
         if demo.num_classes != num_classes:
             raise TrainingError(f"NUM_CLASSES is {num_classes} but the demo data set has "
                                 f"{demo.num_classes} classes")
@@ -91,86 +102,113 @@ def data_sources(train_pattern=None, eval_pattern=None, num_classes=gin.REQUIRED
     return DataSources(train_pattern, eval_pattern, num_classes, class_names)
 
 
-def write_operative_config(model_dir):
-    files.write_text(os.path.join(model_dir, "operative_config.gin"),
-                     gin.operative_config_str())
-
-
-def _init_stage2_backbone(model, previous, model_dir):
+def _init_stage2_backbone(model, previous, run):
     """Stage 2 starts from stage 1's backbone (Sec. 4.3)."""
     if previous is not None:
         model.get_layer("backbone").set_weights(previous.get_layer("backbone").get_weights())
         return "stage 1 of this run"
-    path = os.path.join(model_dir, "stage1.keras")
+    path = run.stage_model("stage1")
     if tf.io.gfile.exists(path):
-        from lgd_tf.models import load_lgd_weights
-
         load_lgd_weights(model, path)
         return path
     return None
 
 
-@gin.configurable(module="lgd_tf.training", denylist=["model_dir", "strategy"])
-def fit_two_stage(model_dir, strategy, *, model_fn=gin.REQUIRED, stages=STAGES, seed=0,
-                  mixed_precision=None):
+def _build(stage, model_fn, strategy, stage_scope, num_classes):
+    with stage_scope(stage), strategy.scope():
+        try:
+            model = model_fn(head=stage)
+        except ValueError as error:
+            raise TrainingError(f"{stage}: model: {one_line(error)}") from None
+    if getattr(model, "num_classes", num_classes) != num_classes:
+        raise TrainingError(f"the model has {model.num_classes} classes but the data has "
+                            f"{num_classes} (set NUM_CLASSES)")
+    return model
+
+
+def fit_two_stage(model_dir, strategy, sources, *, model_fn, stages=STAGES, seed=0,
+                  mixed_precision=None, fit_stage_fn=None, stage_scope=None,
+                  evaluate_fn=None, stop=None, after_stage=None):
     """Runs the stages in order, each resumable; returns ({stage: StageResult}, model).
 
     Args:
-        model_dir: output folder (layout in the module docstring).
+        model_dir: output folder, a path or a `run_folder.RunFolder`.
         strategy: a `tf.distribute.Strategy` (`strategy.get_strategy`).
-        model_fn: builder called as `model_fn(head=stage)` in the stage's gin scope
-            (gin: `@lgd3d` / `@lgd2d`).
+        sources: `DataSources` (`data_sources`).
+        model_fn: builder called as `model_fn(head=stage)` (e.g. `lgd_tf.models.lgd3d`
+            with its arguments bound).
         stages: which stages to run: both, ("stage1",) or ("stage2",) (stage 2 alone starts
             from model_dir/stage1.keras if present, else from the builder's weights).
         seed: Keras seed (initialisation) and input pipeline seed.
         mixed_precision: None, "mixed_bfloat16" or "mixed_float16" (float16 adds loss
             scaling).
-    """
-    from lgd_tf.training import gin_config
+        fit_stage_fn: `loop.fit_stage` (default) or a version with more arguments bound.
+        stage_scope: `stage_scope(stage)` -> context manager entered around each stage's
+            model building and fit (the commands give gin's `config_scope`).
+        evaluate_fn: `evaluate_fn(model, stage, summary_dir=..., step=...)` -> results dict,
+            for `fit_stage(eval_every_steps=...)`; default `evaluation.evaluate_video_level`
+            on `sources` without writing result files.
+        stop: an object with `is_set()` (e.g. `threading.Event`); when set, the running stage
+            saves a checkpoint and raises `Interrupted`.
+        after_stage: `after_stage(stage)` called on the chief once a stage's model is saved
+            (the commands write the operative config there).
 
+    Returns:
+        ({stage: StageResult}, the last stage's model).
+    """
     stages = tuple(stages)
     unknown = [s for s in stages if s not in STAGES]
     if unknown or not stages or list(stages) != sorted(stages):
         raise TrainingError(f"fit_two_stage.stages must be a non-empty ordered subset of "
                             f"{STAGES}. Received: {stages}")
+    run = model_dir if isinstance(model_dir, run_folder.RunFolder) else (
+        run_folder.RunFolder(model_dir))
+    fit_stage_fn = fit_stage_fn or loop.fit_stage
+    stage_scope = stage_scope or (lambda stage: contextlib.nullcontext())
+    if evaluate_fn is None and sources.eval_pattern:
+        def evaluate_fn(model, stage, **kwargs):
+            return evaluation.evaluate_video_level(run.path, sources, model, stage,
+                                                   write_files=False, **kwargs)
     chief = strategy_lib.is_chief(strategy)
-    started = time.perf_counter()
-    sources = gin_config.call_configurable(data_sources, need_eval=False)
-    if chief:
-        print(f"data: {sources.num_classes} classes, train {sources.train_pattern} "
-              f"(ready in {time.perf_counter() - started:.1f}s)", flush=True)
-    tf.io.gfile.makedirs(model_dir)
-    if chief:
-        files.write_text(os.path.join(model_dir, "class_names.txt"),
-                         "\n".join(sources.class_names) + "\n")
     keras.utils.set_random_seed(seed)
     if mixed_precision:
         keras.mixed_precision.set_global_policy(mixed_precision)
-    results, previous, model = {}, None, None
-    for stage in stages:
-        with gin.config_scope(stage):
-            with strategy.scope():
-                try:
-                    model = gin_config.call_configurable(model_fn, head=stage)
-                except ValueError as error:
-                    raise TrainingError(f"{stage}: model: {one_line(error)}") from None
-            if getattr(model, "num_classes", sources.num_classes) != sources.num_classes:
-                raise TrainingError(f"the model has {model.num_classes} classes but the data "
-                                    f"has {sources.num_classes} (set NUM_CLASSES)")
+    try:
+        # Every model first: the run folder is checked before anything is written.
+        models = {stage: _build(stage, model_fn, strategy, stage_scope, sources.num_classes)
+                  for stage in stages}
+        architectures = {stage: run_folder.model_architecture(m) for stage, m in models.items()}
+        run.check(sources.class_names, architectures)
+        if chief:
+            run.makedirs()
+            run.record(sources.class_names, architectures)
+        results, previous, model = {}, None, None
+        for stage in stages:
+            model = models[stage]
             if stage == "stage2":
-                origin = _init_stage2_backbone(model, previous, model_dir)
+                origin = _init_stage2_backbone(model, previous, run)
                 if chief:
                     print(f"stage2: backbone from {origin or 'the builder (no stage 1 model)'}",
                           flush=True)
-            results[stage] = gin_config.call_configurable(
-                loop.fit_stage, stage, model, strategy, sources.train_pattern,
-                os.path.join(model_dir, stage), sources.num_classes, seed=seed)
-        if chief:
-            final = os.path.join(model_dir, f"{stage}.keras")
-            if results[stage].steps > results[stage].start_step or not tf.io.gfile.exists(
-                    final):
-                files.save_model(model, final)
-            write_operative_config(model_dir)
-        previous = model
-    keras.mixed_precision.set_global_policy("float32")
-    return results, model, sources
+            with stage_scope(stage):
+                results[stage] = fit_stage_fn(
+                    stage, model, strategy, sources.train_pattern, run.stage_dir(stage),
+                    sources.num_classes, seed=seed, evaluate_fn=_bind_stage(evaluate_fn, stage),
+                    stop=stop)
+            if chief:
+                final = run.stage_model(stage)
+                if results[stage].steps > results[stage].start_step or not tf.io.gfile.exists(
+                        final):
+                    run_folder.save_model(model, final)
+                if after_stage is not None:
+                    after_stage(stage)
+            previous = model
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    return results, model
+
+
+def _bind_stage(evaluate_fn, stage):
+    if evaluate_fn is None:
+        return None
+    return lambda model, **kwargs: evaluate_fn(model, stage, **kwargs)

@@ -1,0 +1,174 @@
+"""gin at the edge: every configurable registered once under its gin name, config parsing
+with one-line errors, the per-stage scopes and the operative config.
+
+Registered names (users' gin files use them; they keep working):
+    lgd_tf.models.lgd3d / lgd2d (also lgd3d / lgd2d), lgd_tf.data.train_dataset /
+    eval_dataset / build_demo_dataset, lgd_tf.training.data_sources / fit_two_stage /
+    fit_stage / evaluate_video_level / paper_step_decay (Sec. 5.2), Keras 3 optimisers
+    (keras.optimizers.SGD, ...) and schedules (keras.optimizers.schedules.CosineDecay, ...).
+The library functions themselves take explicit arguments; the wiring between them (which data
+function fit_stage reads, ...) is the default binding `DEFAULTS` below, which a user's file or
+binding may override.
+"""
+
+import os
+import pathlib
+
+import keras
+
+import gin
+from lgd_tf import data, models
+from lgd_tf.training import evaluation, loop, schedules, two_stage
+from lgd_tf.training.errors import TrainingError
+
+lgd3d = gin.external_configurable(models.lgd3d, module="lgd_tf.models")
+lgd2d = gin.external_configurable(models.lgd2d, module="lgd_tf.models")
+train_dataset = gin.external_configurable(data.train_dataset, module="lgd_tf.data")
+eval_dataset = gin.external_configurable(data.eval_dataset, module="lgd_tf.data")
+build_demo_dataset = gin.external_configurable(data.build_demo_dataset, module="lgd_tf.data")
+paper_step_decay = gin.external_configurable(schedules.paper_step_decay,
+                                             module="lgd_tf.training")
+data_sources = gin.external_configurable(
+    two_stage.data_sources, module="lgd_tf.training", denylist=["need_train", "need_eval"])
+fit_two_stage = gin.external_configurable(
+    two_stage.fit_two_stage, module="lgd_tf.training",
+    denylist=["model_dir", "strategy", "sources", "fit_stage_fn", "stage_scope",
+              "evaluate_fn", "stop", "after_stage"])
+fit_stage = gin.external_configurable(
+    loop.fit_stage, module="lgd_tf.training",
+    denylist=["stage", "model", "strategy", "train_pattern", "stage_dir", "num_classes",
+              "evaluate_fn", "stop"])
+evaluate_video_level = gin.external_configurable(
+    evaluation.evaluate_video_level, module="lgd_tf.training",
+    denylist=["model_dir", "sources", "model", "stage", "write_files", "summary_dir", "step"])
+
+for _name in ("SGD", "Adam", "AdamW", "RMSprop", "Nadam", "LossScaleOptimizer"):
+    gin.external_configurable(getattr(keras.optimizers, _name), module="keras.optimizers")
+for _name in ("PiecewiseConstantDecay", "CosineDecay", "CosineDecayRestarts",
+              "ExponentialDecay", "PolynomialDecay", "InverseTimeDecay"):
+    gin.external_configurable(getattr(keras.optimizers.schedules, _name),
+                              module="keras.optimizers.schedules")
+
+DEFAULTS = """
+lgd_tf.training.fit_stage.data_fn = @lgd_tf.data.train_dataset
+lgd_tf.training.evaluate_video_level.data_fn = @lgd_tf.data.eval_dataset
+lgd_tf.training.data_sources.build_demo_fn = @lgd_tf.data.build_demo_dataset
+"""
+
+STAGE_SCOPE = gin.config_scope
+
+_PACKAGE = pathlib.Path(__file__).resolve().parent.parent
+# In a wheel the configs are package data (lgd_tf/gin); in a source checkout, the top gin/.
+GIN_DIR = _PACKAGE / "gin" if (_PACKAGE / "gin").is_dir() else _PACKAGE.parent / "gin"
+
+
+def packaged_configs():
+    """Names of the shipped configs ("demo.gin", "lgd3d_r50.gin", ...)."""
+    return sorted(p.name for p in GIN_DIR.glob("*.gin"))
+
+
+def resolve_gin_file(name):
+    """A --gin_file value -> an existing path.
+
+    As given if it exists (relative to the current directory); else a shipped config by its
+    bare name (`demo.gin`) or its checkout path (`gin/demo.gin`).
+
+    Raises:
+        TrainingError: no such file (the message lists the shipped configs).
+    """
+    path = pathlib.Path(os.path.expanduser(name))
+    if path.is_file():
+        return str(path)
+    parts = path.parts[1:] if path.parts[:1] == ("gin",) else path.parts
+    shipped = GIN_DIR.joinpath(*parts) if parts else None
+    if shipped is not None and not path.is_absolute() and shipped.is_file():
+        return str(shipped)
+    raise TrainingError(f"gin file not found: {name} (shipped configs: "
+                        f"{', '.join(packaged_configs())})")
+
+
+def parse(gin_files, gin_bindings=(), search_paths=(), *, finalize=True):
+    """Parses gin files and bindings after `DEFAULTS`; one-line `TrainingError` on a problem.
+
+    Relative includes are searched in `search_paths`, the current directory and the folder
+    holding the shipped gin/ (so `include 'gin/base/...'` works from anywhere).
+    """
+    if not gin_files:
+        raise TrainingError("give at least one --gin_file (e.g. --gin_file=demo.gin; shipped: "
+                            f"{', '.join(packaged_configs())})")
+    paths = [resolve_gin_file(name) for name in gin_files]
+    for folder in [*search_paths, os.getcwd(), str(GIN_DIR.parent)]:
+        gin.add_config_file_search_path(folder)
+    gin.clear_config()
+    try:
+        gin.parse_config(DEFAULTS)
+        gin.parse_config_files_and_bindings(paths, list(gin_bindings),
+                                            finalize_config=finalize)
+    except (SyntaxError, ValueError, KeyError, TypeError, OSError) as error:
+        gin.clear_config()
+        where = ""
+        if isinstance(error, SyntaxError) and error.filename:
+            where = f" ({error.filename}, line {error.lineno})"
+        message = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+        raise TrainingError(f"bad gin config{where}: {message}") from None
+    return paths
+
+
+def call(fn, *args, **kwargs):
+    """Calls a configurable; a missing required setting becomes a one-line `TrainingError`."""
+    try:
+        return fn(*args, **kwargs)
+    except (RuntimeError, TypeError) as error:
+        text = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+        if "Required bindings" in text or "gin.REQUIRED" in text or "required" in text and (
+                "argument" in text):
+            raise TrainingError(f"missing gin setting: {text}") from None
+        raise
+
+
+def operative_config_text():
+    """gin's operative config, plus the evaluation sampling when it was bound but not used
+    (a run with --noevaluate), so that `export` can read it back."""
+    text = gin.operative_config_str()
+    if "lgd_tf.data.eval_dataset." in text:
+        return text
+    blocks = gin.config_str().split("\n\n")
+    sampling = [b for b in blocks if "lgd_tf.data.eval_dataset." in b]
+    if sampling:
+        text += "\n\n# Evaluation sampling (bound by the config, not used by this run):\n"
+        text += "\n".join(line for b in sampling for line in b.splitlines()
+                          if "lgd_tf.data.eval_dataset." in line or line.startswith(" "))
+        text += "\n"
+    return text
+
+
+SAMPLING = ("model", "num_clips", "num_crops", "short_side", "temporal_stride", "short_video")
+
+
+def run_eval_sampling(operative_config_path):
+    """The evaluation sampling (`lgd_tf.data.eval_dataset.*`) bound in a run's operative
+    config: {setting: value} for the settings in `SAMPLING` that the file binds.
+
+    Parsed in a clean gin state that is cleared again afterwards; unknown configurables in
+    the file (another version's) are skipped.
+    """
+    gin.clear_config()
+    try:
+        with open(operative_config_path) as f:
+            gin.parse_config(f.read(), skip_unknown=True)
+        found = {}
+        for name in SAMPLING:
+            try:
+                value = gin.query_parameter(f"lgd_tf.data.eval_dataset.{name}")
+            except ValueError:
+                continue
+            while isinstance(value, gin.config.ConfigurableReference) or str(value).startswith(
+                    "%"):
+                value = gin.query_parameter(str(value))
+            found[name] = value
+        return found
+    except (SyntaxError, ValueError, KeyError, TypeError) as error:
+        raise TrainingError(f"cannot read {operative_config_path}: "
+                            f"{str(error).splitlines()[0]}") from None
+    finally:
+        gin.clear_config()
