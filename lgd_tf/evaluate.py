@@ -7,6 +7,8 @@ late-fuses the scores with another evaluated run (two-stream, Sec. 5.5).
 Exit codes: 0 done, 1 failure at run time, 2 bad usage or input (e.g. no trained model).
 """
 
+import sys
+
 from absl import flags
 
 from lgd_tf.cli.command import Command
@@ -42,7 +44,12 @@ def evaluate(fv):
 
 
 COMMAND = Command(PROGRAM, __doc__, define_flags, evaluate, required=["model_dir"])
-run = COMMAND
+
+
+def run(argv=None):
+    """Runs the command on `argv` (default sys.argv); returns the exit code."""
+    return COMMAND.run(argv)
+
 
 if __name__ == "__main__":
-    COMMAND()
+    sys.exit(run())

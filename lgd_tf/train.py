@@ -13,6 +13,7 @@ Exit codes: 0 done, 1 failure at run time (incl. stopped by a signal), 2 bad usa
 """
 
 import os
+import sys
 import time
 
 from absl import flags
@@ -56,7 +57,7 @@ def train(fv):
         evaluate=fv.evaluate)
     if outcome is None:  # not the chief
         return
-    results, eval_results = outcome
+    results, eval_results = outcome.results, outcome.eval_results
     parts = [f"{r.stage} {r.steps} steps ({_duration(r.seconds)}"
              + (f", resumed at {r.start_step}" if r.start_step else "")
              + (f", loss {r.loss:.4f}, {r.clips_per_second:.1f} clips/s)"
@@ -71,7 +72,12 @@ def train(fv):
 
 
 COMMAND = Command(PROGRAM, __doc__, define_flags, train, required=["model_dir"])
-run = COMMAND
+
+
+def run(argv=None):
+    """Runs the command on `argv` (default sys.argv); returns the exit code."""
+    return COMMAND.run(argv)
+
 
 if __name__ == "__main__":
-    COMMAND()
+    sys.exit(run())

@@ -103,7 +103,3 @@ class Command:
             self.error(mapped[1])
             return mapped[0]
         return OK if code is None else int(code)
-
-    def __call__(self, argv=None):
-        """Console-script entry point: runs and exits with the exit code."""
-        sys.exit(self.run(argv))

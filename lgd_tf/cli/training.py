@@ -6,6 +6,7 @@ after each stage, and evaluate the last stage (result files, eval scalars and th
 figure in TensorBoard).
 """
 
+import collections
 import contextlib
 import os
 import time
@@ -24,13 +25,26 @@ def _split_cpu(num_cpu_devices):
             cpu, [tf.config.LogicalDeviceConfiguration()] * num_cpu_devices)
 
 
+TrainOutcome = collections.namedtuple(
+    "TrainOutcome", ["results", "model", "sources", "eval_results"])
+
+
 def train(model_dir, gin_files, gin_bindings=(), gin_search_paths=(), *,
           strategy_name="default", tpu=None, num_cpu_devices=0, evaluate=True):
-    """Runs the train command; returns ({stage: StageResult}, eval results or None) on the
-    chief, None on other workers."""
+    """The train command: parses the config, then `train_configured`."""
     configs.parse(gin_files, gin_bindings, gin_search_paths)
     _split_cpu(num_cpu_devices)
     strategy = strategy_lib.get_strategy(strategy_name, tpu=tpu)
+    return train_configured(model_dir, strategy, evaluate=evaluate)
+
+
+def train_configured(model_dir, strategy, *, evaluate=True, **overrides):
+    """Trains with the parsed gin config; returns a `TrainOutcome` (on the chief; None on
+    other workers).
+
+    The chief holds the run folder's lock throughout; SIGTERM / SIGINT stop the running
+    stage with a checkpoint. `overrides` go to `fit_two_stage` (e.g. `stages=...`).
+    """
     chief = strategy_lib.is_chief(strategy)
     run = run_folder.RunFolder(model_dir)
     lock = run.locked() if chief else contextlib.nullcontext(run)
@@ -54,7 +68,7 @@ def train(model_dir, gin_files, gin_bindings=(), gin_search_paths=(), *,
             configs.fit_two_stage, run, strategy, sources, fit_stage_fn=configs.fit_stage,
             stage_scope=configs.STAGE_SCOPE,
             evaluate_fn=evaluate_fn if sources.eval_pattern else None, stop=stop,
-            after_stage=after_stage)
+            after_stage=after_stage, **overrides)
         if not chief:
             return None
         eval_results = None
@@ -67,7 +81,7 @@ def train(model_dir, gin_files, gin_bindings=(), gin_search_paths=(), *,
                     summary_dir=os.path.join(run.stage_dir(stage), "eval"),
                     step=results[stage].steps)
             print(evaluation.format_results(eval_results), flush=True)
-        return results, eval_results
+        return TrainOutcome(results, model, sources, eval_results)
 
 
 def evaluate(model_dir, gin_files, gin_bindings=(), gin_search_paths=(), *, stage=None,

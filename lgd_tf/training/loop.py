@@ -105,7 +105,7 @@ def _make_replica_step(model, optimizer, global_batch_size, weight_decay, num_cl
             tf.math.in_top_k(labels, probabilities, top_k), tf.float32))
         stats["count"] = tf.cast(tf.shape(labels)[0], tf.float32)
         # Summed over replicas and workers: > 0 when any worker was asked to stop.
-        stats["stop"] = stop
+        stats["stop"] = tf.identity(stop)
         return stats
 
     return replica_step

@@ -25,12 +25,12 @@ def tiny_bindings(tiny_data_dir):
 @pytest.fixture
 def tiny_config(repo_root, tiny_bindings, monkeypatch):
     """Parses gin/tiny.gin (+ the data binding); returns a function taking more bindings."""
-    from lgd_tf.training import gin_config
+    from lgd_tf.cli import configs
 
     monkeypatch.chdir(repo_root)
 
     def parse(*bindings):
-        gin_config.parse_config([str(repo_root / "gin" / "tiny.gin")],
+        configs.parse([str(repo_root / "gin" / "tiny.gin")],
                                 tiny_bindings + list(bindings))
 
     yield parse

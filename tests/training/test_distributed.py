@@ -25,11 +25,12 @@ MIRRORED_SCRIPT = textwrap.dedent("""
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
     import gin, keras
-    from lgd_tf.training import gin_config, loop, two_stage
+    from lgd_tf.cli import configs, training
+    from lgd_tf.training import loop
     from lgd_tf.training import strategy as strategy_lib
 
     data_dir, model_dir = sys.argv[1], sys.argv[2]
-    gin_config.parse_config(["gin/tiny.gin"], [
+    configs.parse(["gin/tiny.gin"], [
         f"lgd_tf.training.data_sources.demo_cache_dir = '{data_dir}'",
         "stage1/lgd_tf.training.fit_stage.train_steps = 2",
         "stage2/lgd_tf.training.fit_stage.train_steps = 1",
@@ -39,11 +40,11 @@ MIRRORED_SCRIPT = textwrap.dedent("""
     assert mirrored.num_replicas_in_sync == 2, mirrored.extended.worker_devices
     keras.utils.set_random_seed(0)
     with mirrored.scope(), gin.config_scope("stage1"):
-        model = gin_config.lgd3d(head="stage1")
+        model = configs.lgd3d(head="stage1")
     with gin.config_scope("stage1"):
-        reference = gin_config.lgd3d(head="stage1")
+        reference = configs.lgd3d(head="stage1")
     reference.set_weights(model.get_weights())
-    clips, labels = next(iter(gin_config.train_dataset(
+    clips, labels = next(iter(configs.train_dataset(
         f"{data_dir}/train-*", 4, deterministic=True, seed=1)))
     wd = 1e-3
 
@@ -77,7 +78,7 @@ MIRRORED_SCRIPT = textwrap.dedent("""
     worst = max(float(np.max(np.abs(a - b)) / (np.max(np.abs(b)) + 1e-12))
                 for a, b in zip(got, expected))
     names = [v.path for v in model.trainable_variables]
-    results, _, _ = two_stage.fit_two_stage(model_dir, mirrored)
+    results = training.train_configured(model_dir, mirrored, evaluate=False).results
     print(json.dumps({"worst_relative_error": worst, "num_grads": len(got),
                       "nonzero": sum(bool(np.any(g)) for g in got), "names": names[:3],
                       "steps": [r.steps for r in results.values()]}))

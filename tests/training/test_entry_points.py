@@ -113,7 +113,10 @@ def test_bad_inputs_give_one_line_errors(repo_root, subprocess_env, tiny_binding
     try:
         for name, (_, message) in cases.items():
             out, err = processes[name].communicate(timeout=300)
-            assert processes[name].returncode == 1, (name, out[-2000:], err[-2000:])
+            # Exit codes: 2 bad input (config, data, no model), 1 failure at run time (NaN).
+            expected_code = 1 if name == "nan" else 2
+            assert processes[name].returncode == expected_code, (name, out[-2000:],
+                                                                 err[-2000:])
             assert "Traceback" not in err, (name, err[-3000:])
             error_lines = [line for line in err.splitlines() if ": error: " in line]
             assert len(error_lines) == 1 and message in error_lines[0], (name, err[-2000:])
@@ -137,28 +140,51 @@ def test_bad_inputs_give_one_line_errors(repo_root, subprocess_env, tiny_binding
     ("gin/tiny.gin", ["lgd_tf.training.data_sources.demo_cache_dir = None"],
      "no train data: set data_sources.train_pattern"),
     ("gin/lgd3d_r50.gin", [], "no train data: set data_sources.train_pattern"),
+    ("lgd3d_r50.gin", ["TRAIN_PATTERN = '/tmp'"], "the train data pattern '/tmp' is a folder"),
 ])
 def test_config_errors_are_reported_in_one_line(repo_root, tiny_bindings, tmp_path, capsys,
                                                 monkeypatch, gin_file, bindings, message):
-    """The same code path as the command (train.train under run_and_report), in-process."""
-    import types
-
+    """The command itself (flags, config, data checks), in-process: exit 2, one line."""
     import gin
     from lgd_tf import train
-    from lgd_tf.training.errors import run_and_report
 
     monkeypatch.chdir(repo_root)
     (tmp_path / "unknown.gin").write_text("lgd_tf.models.lgd3d.no_such_argument = 1\n")
     path = tmp_path / gin_file if gin_file == "unknown.gin" else gin_file
-    flags = types.SimpleNamespace(
-        gin_file=[str(path)], gin_search_paths=[],
-        gin_bindings=(tiny_bindings if "tiny" in gin_file else []) + bindings,
-        num_cpu_devices=0, strategy="default", tpu=None, model_dir=str(tmp_path / "run"),
-        evaluate=False)
+    argv = ["lgd_tf.train", f"--gin_file={path}", f"--model_dir={tmp_path / 'run'}",
+            "--noevaluate"] + _args((tiny_bindings if "tiny" in gin_file else []) + bindings)
     try:
-        code = run_and_report("lgd_tf.train", lambda: train.train(flags))
+        code = train.run(argv)
     finally:
         gin.clear_config()
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 1 and len(err) == 1 and err[0].startswith("lgd_tf.train: error: ")
+    assert code == 2 and len(err) == 1 and err[0].startswith("lgd_tf.train: error: "), err
     assert message in err[0]
+    assert not (tmp_path / "run" / "run.json").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    ([], "--model_dir"),
+    (["--model_dir=x", "--no_such_flag=1"], "no_such_flag"),
+    (["--model_dir=x", "stray"], "unexpected arguments ['stray']"),
+    (["--model_dir=x", "--strategy=gpu"], "--strategy"),
+])
+def test_bad_usage_exits_2_in_one_line(capsys, argv, message):
+    from lgd_tf import evaluate, train
+
+    for command, program in ((train, "lgd_tf.train"), (evaluate, "lgd_tf.evaluate")):
+        if command is evaluate and "--strategy=gpu" in argv:
+            continue
+        code = command.run([program] + argv)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1, (program, err)
+        assert err[0].startswith(f"{program}: error: ") and message in err[0], err
+
+
+def test_help_shows_the_usage_and_the_flags(capsys):
+    from lgd_tf import evaluate, train
+
+    for command in (train, evaluate):
+        assert command.run(["x", "--help"]) == 0
+        out = capsys.readouterr().out
+        assert "Exit codes: 0" in out and "--model_dir" in out and "--gin_file" in out

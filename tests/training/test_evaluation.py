@@ -1,16 +1,15 @@
 """Video-level evaluation (Sec. 5.2): scores averaged over the views of each video."""
 
 import csv
-import io
 import json
 
 import numpy as np
 import pytest
 import tensorflow as tf
-from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 
+from lgd_tf.cli import configs
 from lgd_tf.models import class_probabilities
-from lgd_tf.training import evaluation, files, gin_config
+from lgd_tf.training import evaluation, run_folder
 
 
 def test_average_view_scores_is_the_mean_over_views():
@@ -22,57 +21,17 @@ def test_average_view_scores_is_the_mean_over_views():
         evaluation.average_view_scores(np.zeros((2, 3)))
 
 
-def test_top_k_correct_counts_ties_by_lower_index():
-    scores = np.array([[0.1, 0.5, 0.4], [0.3, 0.3, 0.4], [0.5, 0.2, 0.3]])
-    labels = np.array([2, 1, 1])
-    np.testing.assert_array_equal(evaluation.top_k_correct(scores, labels, 1),
-                                  [False, False, False])
-    # Row 2: order is 2, then 0 (tie with 1, lower index first).
-    np.testing.assert_array_equal(evaluation.top_k_correct(scores, labels, 2),
-                                  [True, False, False])
-    np.testing.assert_array_equal(evaluation.top_k_correct(scores, labels, 5),
-                                  [True, True, True])
-
-
-def test_confusion_matrix_and_per_class_accuracy_match_sklearn():
-    rng = np.random.default_rng(0)
-    labels, predictions = rng.integers(0, 5, 40), rng.integers(0, 5, 40)
-    labels[labels == 4] = 3  # class 4 has no video
-    matrix = evaluation.confusion_matrix(labels, predictions, 5)
-    np.testing.assert_array_equal(
-        matrix, sk_confusion_matrix(labels, predictions, labels=list(range(5))))
-    accuracy = evaluation.per_class_accuracy(matrix)
-    for k in range(4):
-        assert accuracy[k] == pytest.approx(np.mean(predictions[labels == k] == k))
-    assert np.isnan(accuracy[4])
-
-
-def test_confusion_png_and_csv():
-    matrix = np.array([[3, 0, 0], [1, 1, 0], [0, 0, 0]])
-    image = tf.io.decode_png(evaluation.confusion_png(matrix, cell=10)).numpy()
-    assert image.shape == (30, 30, 3)
-    np.testing.assert_array_equal(image[5, 5], [8, 48, 107])  # 3/3 -> dark blue
-    np.testing.assert_array_equal(image[5, 15], [255, 255, 255])  # 0 -> white
-    np.testing.assert_array_equal(image[15, 15], [132, 152, 181])  # 1/2 -> halfway
-    np.testing.assert_array_equal(image[25, 25], [255, 255, 255])  # empty row stays white
-    assert image[0, 5].tolist() == [160, 160, 160]  # grid line
-    rows = list(csv.reader(io.StringIO(evaluation.confusion_csv(matrix, ["a", "b,c", "d"]))))
-    assert rows[0] == ["true\\predicted", "a", "b,c", "d"]
-    assert rows[2] == ["b,c", "1", "1", "0"]
-
-
 def test_evaluate_averages_view_probabilities_like_a_hand_computation(tiny_config, tmp_path):
     """The real pipeline and a real tiny LGD-3D: per-video scores = mean over views."""
     tiny_config("lgd_tf.data.eval_dataset.num_clips = 3")
-    model = gin_config.lgd3d(head="stage1")
-    files.save_model(model, str(tmp_path / "stage1.keras"))
+    model = configs.lgd3d(head="stage1")
+    run_folder.save_model(model, str(tmp_path / "stage1.keras"))
 
-    results = evaluation.evaluate_video_level(str(tmp_path))
+    sources = configs.data_sources(need_train=False)
+    results = configs.evaluate_video_level(str(tmp_path), sources)
 
-    sources = gin_config.call_configurable(
-        __import__("lgd_tf.training.two_stage", fromlist=["x"]).data_sources, need_train=False)
     expected_scores, expected_labels, ids = [], [], []
-    for views, labels, media_ids in gin_config.eval_dataset(sources.eval_pattern, 1):
+    for views, labels, media_ids in configs.eval_dataset(sources.eval_pattern, 1):
         assert views.shape[1] == 3
         per_view = [class_probabilities(model(views[:, v], training=False)).numpy()[0]
                     for v in range(views.shape[1])]
@@ -106,18 +65,19 @@ def test_evaluate_averages_view_probabilities_like_a_hand_computation(tiny_confi
 def test_fuse_with_late_fuses_the_two_runs_video_scores(tiny_config, tmp_path):
     """Two-stream evaluation (Sec. 5.5): fused = (1 - w) * first + w * second, by media id."""
     tiny_config()
+    sources = configs.data_sources(need_train=False)
     runs = []
     for seed in (1, 2):
         keras_utils = __import__("keras").utils
         keras_utils.set_random_seed(seed)
         run_dir = tmp_path / f"run{seed}"
         run_dir.mkdir()
-        files.save_model(gin_config.lgd3d(head="stage1"), str(run_dir / "stage1.keras"))
-        evaluation.evaluate_video_level(str(run_dir))
+        run_folder.save_model(configs.lgd3d(head="stage1"), str(run_dir / "stage1.keras"))
+        configs.evaluate_video_level(str(run_dir), sources)
         with np.load(run_dir / "eval_scores.npz") as data:
             runs.append(dict(zip(data["media_ids"], data["scores"], strict=True)))
     weight = 0.3
-    fused = evaluation.evaluate_video_level(str(tmp_path / "run1"), fuse_with=str(
+    fused = configs.evaluate_video_level(str(tmp_path / "run1"), sources, fuse_with=str(
         tmp_path / "run2"), fusion_weight=weight, write_files=False)
 
     with open(tmp_path / "run1" / "eval_predictions.csv") as f:

@@ -6,7 +6,8 @@ import keras
 import pytest
 
 import gin
-from lgd_tf.training import gin_config, schedules
+from lgd_tf.cli import configs
+from lgd_tf.training import schedules
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 CONFIGS = sorted(p.name for p in (REPO / "gin").glob("*.gin"))
@@ -57,13 +58,13 @@ def test_config_parses_and_starts_with_its_command(name):
     text = (REPO / "gin" / name).read_text()
     assert "python -m lgd_tf.train --gin_file=gin/" + name in text.split("\n\n")[0] + text
     assert "# Cost:" in text
-    gin_config.parse_config([f"gin/{name}"])
+    configs.parse([f"gin/{name}"])
 
 
 @pytest.mark.parametrize("name", sorted(TABLE))
 def test_config_matches_the_table(name):
     builder, depth, use_lgd, variant, channels, stages = TABLE[name]
-    gin_config.parse_config([f"gin/{name}"])
+    configs.parse([f"gin/{name}"])
     model_fn = _query("lgd_tf.training.fit_two_stage.model_fn")
     assert model_fn.selector == f"lgd_tf.models.{builder}"
     prefix = f"lgd_tf.models.{builder}"
@@ -81,8 +82,8 @@ def test_config_matches_the_table(name):
 
 
 def test_paper_schedule_resolves_to_sec_5_2():
-    gin_config.parse_config(["gin/lgd3d_r50.gin"])
-    schedule = gin_config.paper_step_decay()
+    configs.parse(["gin/lgd3d_r50.gin"])
+    schedule = configs.paper_step_decay()
     assert isinstance(schedule, keras.optimizers.schedules.PiecewiseConstantDecay)
     for step, rate in [(0, 0.01), (20 * 3750, 0.01), (20 * 3750 + 1, 0.001),
                        (40 * 3750 + 1, 0.0001), (50 * 3750, 0.0001)]:
@@ -92,7 +93,7 @@ def test_paper_schedule_resolves_to_sec_5_2():
 
 
 def test_long_config_changes_stage_2_only():
-    gin_config.parse_config(["gin/lgd3d_r101_long.gin"])
+    configs.parse(["gin/lgd3d_r101_long.gin"])
     assert _query("lgd_tf.models.lgd3d.num_frames") == 16
     assert _query("stage2/lgd_tf.models.lgd3d.num_frames") == 128
     assert _query("stage2/lgd_tf.models.lgd3d.long_clip") is True

@@ -9,8 +9,9 @@ import pytest
 import tensorflow as tf
 
 import gin
+from lgd_tf.cli import configs, training
 from lgd_tf.models import load_lgd_weights
-from lgd_tf.training import gin_config, loop, two_stage
+from lgd_tf.training import loop
 
 STRATEGY = tf.distribute.get_strategy()
 
@@ -27,7 +28,7 @@ def _bindings(tiny_data_dir, stage1_steps, stage2_steps):
 
 
 def _fixed_batch(tiny_data_dir):
-    clips, labels = next(iter(gin_config.train_dataset(
+    clips, labels = next(iter(configs.train_dataset(
         f"{tiny_data_dir}/train-00000-of-*", 8, deterministic=True, seed=123)))
     return clips, labels
 
@@ -57,8 +58,9 @@ def test_both_stages_lower_the_loss_on_a_fixed_batch(tiny_config, tiny_data_dir,
     # The initial model of the run: same seed -> same weights (checked below).
     keras.utils.set_random_seed(0)
     with gin.config_scope("stage1"):
-        initial = gin_config.lgd3d(head="stage1")
-    results, final, sources = two_stage.fit_two_stage(model_dir, STRATEGY)
+        initial = configs.lgd3d(head="stage1")
+    results, final, sources, _ = training.train_configured(model_dir, STRATEGY,
+                                                           evaluate=False)
 
     assert [r.steps for r in results.values()] == [10, 6]
     assert sources.class_names[0] == "digit0_left" and sources.num_classes == 12
@@ -68,7 +70,7 @@ def test_both_stages_lower_the_loss_on_a_fixed_batch(tiny_config, tiny_data_dir,
 
     # Stage 2 before training = stage-2 head on stage 1's backbone.
     with gin.config_scope("stage2"):
-        start2 = gin_config.lgd3d(head="stage2")
+        start2 = configs.lgd3d(head="stage2")
     load_lgd_weights(start2, f"{model_dir}/stage1.keras")
     assert _loss(stage2, batch) < 0.95 * _loss(start2, batch)
 
@@ -90,9 +92,9 @@ def test_stage2_starts_from_stage1_backbone(tiny_config, tiny_data_dir, tmp_path
     tiny_config(*_bindings(tiny_data_dir, 2, 0))
     keras.utils.set_random_seed(0)
     with gin.config_scope("stage1"):
-        initial = gin_config.lgd3d(head="stage1")
+        initial = configs.lgd3d(head="stage1")
     run = str(tmp_path / "run")
-    two_stage.fit_two_stage(run, STRATEGY)
+    training.train_configured(run, STRATEGY, evaluate=False)
     stage1, stage2 = _load(f"{run}/stage1.keras"), _load(f"{run}/stage2.keras")
     trained = _backbone_weights(stage1)
     # Stage 1 moved the backbone away from its initial weights ...
@@ -106,7 +108,8 @@ def test_stage2_starts_from_stage1_backbone(tiny_config, tiny_data_dir, tmp_path
     alone = tmp_path / "alone"
     alone.mkdir()
     (alone / "stage1.keras").write_bytes((tmp_path / "run" / "stage1.keras").read_bytes())
-    results, _, _ = two_stage.fit_two_stage(str(alone), STRATEGY, stages=("stage2",))
+    results = training.train_configured(str(alone), STRATEGY, evaluate=False,
+                                        stages=("stage2",)).results
     assert list(results) == ["stage2"]
     for a, b in zip(trained, _backbone_weights(_load(f"{alone}/stage2.keras")), strict=True):
         np.testing.assert_array_equal(a, b)
@@ -115,4 +118,4 @@ def test_stage2_starts_from_stage1_backbone(tiny_config, tiny_data_dir, tmp_path
 def test_stages_must_be_an_ordered_subset(tiny_config, tmp_path):
     tiny_config()
     with pytest.raises(ValueError, match="ordered subset"):
-        two_stage.fit_two_stage(str(tmp_path), STRATEGY, stages=("stage2", "stage1"))
+        training.train_configured(str(tmp_path), STRATEGY, stages=("stage2", "stage1"))
