@@ -5,6 +5,8 @@ import pathlib
 import setuptools
 
 HERE = pathlib.Path(__file__).parent
+# Package data: gin/*.gin -> lgd_tf/gin/*.gin, gin/base/*.gin -> lgd_tf/gin/base/*.gin.
+GIN_PACKAGES = ["lgd_tf.gin", "lgd_tf.gin.base"]
 
 
 def read_version():
@@ -25,7 +27,11 @@ setuptools.setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=setuptools.find_packages(include=["lgd_tf", "lgd_tf.*"]),
+    # The gin configs stay at the top of the repository (gin/) and ship inside the package
+    # as lgd_tf/gin (lgd_tf/cli/configs.py looks there first, then at the checkout's gin/).
+    packages=setuptools.find_packages(include=["lgd_tf", "lgd_tf.*"]) + GIN_PACKAGES,
+    package_dir={"lgd_tf.gin": "gin"},
+    package_data={name: ["*.gin"] for name in GIN_PACKAGES},
     install_requires=[
         # TensorFlow itself comes from an extra: `cpu` or `gpu` (see README).
         "keras>=3.10",
@@ -35,6 +41,8 @@ setuptools.setup(
         "av>=14.0",
         "opencv-contrib-python-headless>=4.10",
         "scikit-learn>=1.5",
+        "matplotlib>=3.8",  # the confusion-matrix figure
+        "tensorboard>=2.20",  # tf.summary.scalar / image (TensorFlow 2.21 does not require it)
     ],
     extras_require={
         "cpu": ["tensorflow-cpu>=2.21.0"],
@@ -53,6 +61,7 @@ setuptools.setup(
             "lgd-evaluate=lgd_tf.evaluate:run",
             "lgd-export=lgd_tf.export:run",
             "lgd-predict=lgd_tf.predict:run",
+            "lgd-build-tfrecords=lgd_tf.build_tfrecords:run",
         ]
     },
     classifiers=[

@@ -1,0 +1,170 @@
+r"""`python -m lgd_tf.build_tfrecords`: sharded TFRecords (SequenceExample, MediaSequence keys)
+from a folder of videos.
+
+    python -m lgd_tf.build_tfrecords --videos_dir=videos --labels_csv=train.csv \
+        --output_dir=data/kinetics --num_shards=256 [--flow] [--split=train] [--fps=25]
+
+(also `lgd-build-tfrecords ...` when installed, `python tfrecords/build_tfrecords.py ...` from
+a checkout). The labels CSV is Kinetics `label,youtube_id,time_start,time_end,split` (videos
+found under --videos_dir by youtube id) or `path,label` rows (paths relative to --videos_dir,
+header optional). Frames are resized to a shorter side of --short_side (128) and
+JPEG-encoded; --fps resamples; --flow adds TV-L1 flow (Sec. 5.5). Class indices follow
+--class_names (one name per line) or the sorted names; they are written to class_names.txt in
+--output_dir (use the training set's file for the validation build). A video that cannot be
+decoded is skipped and listed in the summary; shards already written are kept, so rerunning
+the same command resumes.
+Exit codes: 0 done, 1 failure at run time (e.g. the disk is full), 2 bad usage or input (a
+missing flag, folder or file, a labels CSV with no usable video, no video that decodes).
+"""
+
+import os
+import sys
+
+from absl import flags, logging
+
+from lgd_tf.cli.command import Command
+from lgd_tf.training.errors import TrainingError
+
+PROGRAM = "lgd_tf.build_tfrecords"
+CLASS_NAMES_FILE = "class_names.txt"
+CSV_FORMS = ("the Kinetics header `label,youtube_id,time_start,time_end,split` or "
+             "`path,label` rows (paths relative to --videos_dir)")
+
+
+def define_flags(fv):
+    flags.DEFINE_string("videos_dir", None, "Folder searched (recursively) for the videos.",
+                        flag_values=fv)
+    flags.DEFINE_string("labels_csv", None, "Kinetics-form or `path,label` CSV.",
+                        flag_values=fv)
+    flags.DEFINE_string("output_dir", None, "Where the shards go.", flag_values=fv)
+    flags.DEFINE_string("split", None, "Kinetics split to keep (train/val/test); also the "
+                        "prefix.", flag_values=fv)
+    flags.DEFINE_string("prefix", None, "Shard file prefix (default: --split or 'train').",
+                        flag_values=fv)
+    flags.DEFINE_string("class_names", None, "Optional file, one class name per line (index "
+                        "order).", flag_values=fv)
+    flags.DEFINE_integer("num_shards", 8, "Number of output shards.", lower_bound=1,
+                         flag_values=fv)
+    flags.DEFINE_integer("short_side", 128, "Shorter side of stored frames (0 keeps the "
+                         "size).", lower_bound=0, flag_values=fv)
+    flags.DEFINE_float("fps", None, "Resample to this frame rate.", lower_bound=0.001,
+                       flag_values=fv)
+    flags.DEFINE_boolean("flow", False, "Also store TV-L1 flow under "
+                         "FORWARD_FLOW/image/encoded.", flag_values=fv)
+    flags.DEFINE_integer("num_workers", None, "Parallel processes (default: CPU count).",
+                         lower_bound=1, flag_values=fv)
+    flags.DEFINE_integer("jpeg_quality", 90, "JPEG quality.", lower_bound=1, upper_bound=100,
+                         flag_values=fv)
+
+
+def _read_text(path, what):
+    """The text of a UTF-8 file given on the command line; a one-line error if it can't be."""
+    if not os.path.exists(path):
+        raise TrainingError(f"{what} not found: {path}")
+    if not os.path.isfile(path):
+        raise TrainingError(f"{what} is not a file: {path}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except UnicodeDecodeError as error:
+        hint = f"; expected {CSV_FORMS}" if what == "labels CSV" else ""
+        raise TrainingError(f"{what} {path} is not UTF-8 text ({error.reason} at byte "
+                            f"{error.start}){hint}") from None
+
+
+def read_class_names(path):
+    """The class names of a --class_names file (one per line, blank lines ignored)."""
+    names = [line.strip() for line in _read_text(path, "--class_names file").splitlines()
+             if line.strip()]
+    if not names:
+        raise TrainingError(f"--class_names file {path} holds no class names (expected one "
+                            "name per line, in index order)")
+    return names
+
+
+def read_entries(labels_csv, videos_dir, split=None, class_names=None):
+    """`builder.read_labels_csv`, with every problem a one-line error naming the CSV, and a
+    CSV that yields no video that exists refused (`TrainingError`)."""
+    import csv
+
+    from lgd_tf.data import builder
+
+    text = _read_text(labels_csv, "labels CSV")  # exists, is a file, is text
+    try:
+        entries, names, missing = builder.read_labels_csv(
+            labels_csv, videos_dir, split=split, class_names=class_names)
+    except (ValueError, csv.Error) as error:
+        message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        if labels_csv not in message:
+            message = f"{labels_csv}: {message}"
+        hint = "" if "class_names" in message else f"; expected {CSV_FORMS}"
+        raise TrainingError(f"bad labels CSV: {message}{hint}") from None
+    if not entries:
+        if missing:
+            first_row = next((line.strip() for line in text.splitlines() if line.strip()), "")
+            found = (f"no video of its {len(missing)} rows was found under {videos_dir} "
+                     f"(first row {first_row!r}: {missing[0][0]}: {missing[0][1]})")
+        elif split is not None:
+            found = f"no row has split '{split}' (--split)"
+        else:
+            found = "it has no rows"
+        raise TrainingError(f"labels CSV {labels_csv} yields 0 usable videos: {found}; "
+                            f"expected {CSV_FORMS}")
+    return entries, names, missing
+
+
+def _check_folders(fv):
+    if not os.path.exists(fv.videos_dir):
+        raise TrainingError(f"--videos_dir not found: {fv.videos_dir} (expected the folder "
+                            "holding the videos)")
+    if not os.path.isdir(fv.videos_dir):
+        raise TrainingError(f"--videos_dir is not a folder: {fv.videos_dir}")
+    if os.path.exists(fv.output_dir) and not os.path.isdir(fv.output_dir):
+        raise TrainingError(f"--output_dir is not a folder: {fv.output_dir}")
+
+
+def main(fv):
+    from lgd_tf.data import builder
+    from lgd_tf.training import run_folder
+
+    if fv["verbosity"].value is None:
+        logging.set_verbosity(logging.INFO)  # the progress line and the skipped videos
+    _check_folders(fv)
+    names = read_class_names(fv.class_names) if fv.class_names else None
+    entries, names, missing = read_entries(fv.labels_csv, fv.videos_dir, split=fv.split,
+                                           class_names=names)
+    for name, reason in missing:
+        logging.warning("Skipping %s: %s", name, reason)
+    options = builder.EncodeOptions(short_side=fv.short_side or None, fps=fv.fps,
+                                    flow=fv.flow, quality=fv.jpeg_quality)
+    summary = builder.build_from_videos(
+        entries, fv.output_dir, prefix=fv.prefix or fv.split or "train",
+        num_shards=fv.num_shards, num_workers=fv.num_workers, options=options)
+    summary.skipped = list(missing) + summary.skipped
+    print(summary, flush=True)
+    if summary.written == 0 and summary.shards_written:
+        # Every video this run tried failed to decode: the shards it wrote are empty. Remove
+        # them, so that a rerun (after fixing the videos) does not take them as finished.
+        for path in summary.shards_written:
+            os.remove(path)
+        tried = len(summary.skipped) - len(missing)
+        raise TrainingError(f"none of the {tried} videos read from {fv.labels_csv} could be "
+                            f"decoded (see the summary above); the "
+                            f"{len(summary.shards_written)} empty shards were removed from "
+                            f"{fv.output_dir}")
+    run_folder.write_text(os.path.join(fv.output_dir, CLASS_NAMES_FILE),
+                          "\n".join(names) + "\n")
+
+
+COMMAND = Command(PROGRAM, __doc__, define_flags, main,
+                  required=["videos_dir", "labels_csv", "output_dir"])
+
+
+def run(argv=None):
+    """Runs the command on `argv` (default sys.argv; argv[0] is the program); returns the
+    exit code. Console scripts call `sys.exit(run())`."""
+    return COMMAND.run(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(run())

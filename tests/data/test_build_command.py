@@ -1,0 +1,196 @@
+"""`lgd_tf.build_tfrecords`, the TFRecord builder command: a real build, one-line errors with
+exit 2 for bad input, exit 1 when class_names.txt cannot be written, `--help`, the wrapper."""
+
+import errno
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from lgd_tf import build_tfrecords
+from lgd_tf.data import schema
+from tests.data import helpers
+
+PROGRAM = "lgd_tf.build_tfrecords"
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    """Three tiny real videos (2 classes) and a `path,label` CSV naming them."""
+    root = tmp_path_factory.mktemp("build_command")
+    folder = root / "videos"
+    (folder / "sub").mkdir(parents=True)
+    for name, n, codec in (("a.mp4", 5, "libx264"), ("sub/b.webm", 6, "libvpx"),
+                           ("c.mp4", 7, "libx264")):
+        helpers.write_video(folder / name, helpers.indexed_frames(n, 24, 32), codec)
+    csv_path = root / "labels.csv"
+    csv_path.write_text("path,label\na.mp4,walk\nsub/b.webm,run\nc.mp4,walk\n")
+    return folder, csv_path
+
+
+def _run(capsys, *args):
+    code = build_tfrecords.run([PROGRAM, *map(str, args)])
+    out, err = capsys.readouterr()
+    return code, out, err.strip().splitlines()
+
+
+def _records(pattern):
+    out = {}
+    for path in tf.io.gfile.glob(pattern):
+        for record in tf.data.TFRecordDataset(path):
+            parsed = schema.parse_record(record, "rgb")
+            frames = np.stack([tf.io.decode_jpeg(j).numpy() for j in parsed["frames"]])
+            context = tf.train.SequenceExample.FromString(record.numpy()).context.feature
+            label_string = context["clip/label/string"].bytes_list.value[0].decode()
+            out[parsed["media_id"].numpy().decode()] = (frames, int(parsed["label"]),
+                                                         label_string)
+    return out
+
+
+def test_builds_records_and_class_names(videos, tmp_path, capsys):
+    folder, csv_path = videos
+    out = tmp_path / "out"
+    args = [f"--videos_dir={folder}", f"--labels_csv={csv_path}", f"--output_dir={out}",
+            "--num_shards=2", "--num_workers=1", "--short_side=16", "--prefix=val"]
+    code, stdout, _ = _run(capsys, *args)
+    assert code == 0
+    assert "written 3 videos into 2 shards" in stdout and "skipped 0 videos" in stdout
+    assert sorted(os.listdir(out)) == ["class_names.txt", "val-00000-of-00002.tfrecord",
+                                       "val-00001-of-00002.tfrecord"]  # no temporary files
+    assert (out / "class_names.txt").read_text() == "run\nwalk\n"  # sorted names
+    records = _records(str(out / "val-*"))
+    assert sorted(records) == ["a", "b", "c"]
+    for media_id, (n, label) in {"a": (5, 1), "b": (6, 0), "c": (7, 1)}.items():
+        frames, got_label, label_string = records[media_id]
+        assert (got_label, label_string) == (label, ["run", "walk"][label])
+        assert frames.shape == (n, 16, 21, 3)  # 24 x 32 -> shorter side 16
+        np.testing.assert_array_equal(helpers.frame_indices(frames), np.arange(n))
+    # The same command again resumes: both shards are kept, nothing is re-encoded.
+    code, stdout, _ = _run(capsys, *args)
+    assert code == 0 and "written 0 videos into 0 shards, kept 2 finished shards" in stdout
+
+
+def test_class_names_file_sets_the_indices(videos, tmp_path, capsys):
+    folder, csv_path = videos
+    names = tmp_path / "names.txt"
+    names.write_text("walk\n\nrun\njump\n")
+    out = tmp_path / "out"
+    code, stdout, _ = _run(capsys, f"--videos_dir={folder}", f"--labels_csv={csv_path}",
+                           f"--output_dir={out}", f"--class_names={names}", "--num_shards=1",
+                           "--num_workers=1", "--short_side=16")
+    assert code == 0 and "written 3 videos" in stdout
+    assert (out / "class_names.txt").read_text() == "walk\nrun\njump\n"
+    assert {k: v[1] for k, v in _records(str(out / "train-*")).items()} == {
+        "a": 0, "b": 1, "c": 0}
+
+
+def _bad_inputs(root, folder, csv_path):
+    """(name, flags, what the error line must contain) for each bad input."""
+    out = root / "out"
+    good = {"videos_dir": folder, "labels_csv": csv_path, "output_dir": out}
+    kinetics = root / "kinetics.csv"
+    kinetics.write_text("label,youtube_id,time_start,time_end,split\n"
+                        "walk,abcdefghijk,0,10,train\n")
+    other = root / "other.csv"
+    other.write_text("video,class\nx.mp4,walk\n")  # neither form: rows name no file
+    empty = root / "empty.csv"
+    empty.write_text("\n")
+    one_column = root / "one_column.csv"
+    one_column.write_text("a.mp4\n")
+    binary = root / "binary.csv"
+    binary.write_bytes(b"\xff\xfe\x00\x81 not text")
+    cases = [(f"missing --{name}", {**good, name: None}, f"--{name}") for name in good]
+    cases += [
+        ("no videos_dir", {**good, "videos_dir": root / "nope"}, f"{root / 'nope'}"),
+        ("videos_dir is a file", {**good, "videos_dir": csv_path}, f"{csv_path}"),
+        ("no labels CSV", {**good, "labels_csv": root / "no.csv"}, f"{root / 'no.csv'}"),
+        ("Kinetics CSV, no video", {**good, "labels_csv": kinetics}, f"{kinetics}"),
+        ("Kinetics CSV, no row of the split", {**good, "labels_csv": kinetics,
+                                               "split": "val"}, "split 'val'"),
+        ("unknown CSV form", {**good, "labels_csv": other}, f"{other}"),
+        ("empty CSV", {**good, "labels_csv": empty}, f"{empty}"),
+        ("one-column CSV", {**good, "labels_csv": one_column}, f"{one_column}"),
+        ("binary CSV", {**good, "labels_csv": binary}, f"{binary}"),
+        ("no class_names file", {**good, "class_names": root / "names.txt"},
+         f"{root / 'names.txt'}"),
+        ("class_names lacks a label", {**good, "class_names": csv_path.parent / "walk.txt"},
+         "not in class_names"),
+    ]
+    (csv_path.parent / "walk.txt").write_text("walk\n")
+    return cases
+
+
+def test_bad_inputs_exit_2_in_one_line_naming_the_file(videos, tmp_path, capsys):
+    folder, csv_path = videos
+    failed = []
+    for name, values, needle in _bad_inputs(tmp_path, folder, csv_path):
+        code, stdout, err = _run(capsys, *[f"--{k}={v}" for k, v in values.items() if v],
+                                 "--num_workers=1")
+        ok = (code == 2 and len(err) == 1 and err[0].startswith(f"{PROGRAM}: error: ")
+              and needle in err[0])
+        if not ok:
+            failed.append((name, code, err))
+        if name.endswith("form") or name.startswith("Kinetics CSV, no video"):
+            assert "label,youtube_id,time_start,time_end,split" in err[0], err
+            assert "`path,label`" in err[0], err
+    assert not failed, failed
+    assert not (tmp_path / "out").exists() or not os.listdir(tmp_path / "out")
+
+
+def test_undecodable_videos_exit_2_and_leave_no_empty_shards(tmp_path, capsys):
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    (folder / "text.mp4").write_bytes(b"plain text, no video")
+    (folder / "empty.webm").write_bytes(b"")
+    csv_path = tmp_path / "labels.csv"
+    csv_path.write_text("text.mp4,0\nempty.webm,1\n")
+    out = tmp_path / "out"
+    code, stdout, err = _run(capsys, f"--videos_dir={folder}", f"--labels_csv={csv_path}",
+                             f"--output_dir={out}", "--num_shards=2", "--num_workers=1")
+    errors = [line for line in err if line.startswith(f"{PROGRAM}: error: ")]
+    assert code == 2 and len(errors) == 1 and str(csv_path) in errors[0], err
+    assert "skipped 2 videos" in stdout
+    assert os.listdir(out) == []  # no empty shards left that a rerun would keep
+
+
+def test_class_names_write_failure_exits_1_naming_the_path(videos, tmp_path, capsys,
+                                                            monkeypatch):
+    folder, csv_path = videos
+    out = tmp_path / "out"
+    rename = tf.io.gfile.rename
+
+    def disk_full(src, dst, overwrite=False):
+        if os.path.basename(dst) == "class_names.txt":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), dst)
+        return rename(src, dst, overwrite)
+
+    monkeypatch.setattr(tf.io.gfile, "rename", disk_full)
+    code, _, err = _run(capsys, f"--videos_dir={folder}", f"--labels_csv={csv_path}",
+                        f"--output_dir={out}", "--num_shards=1", "--num_workers=1",
+                        "--short_side=16")
+    assert code == 1, err
+    assert err == [f"{PROGRAM}: error: cannot write {out / 'class_names.txt'}: "
+                   f"{os.strerror(errno.ENOSPC)}"]
+    assert sorted(os.listdir(out)) == ["train-00000-of-00001.tfrecord"]  # no temporary file
+
+
+def test_help(capsys):
+    assert build_tfrecords.run([PROGRAM, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "Exit codes: 0" in out
+    for flag in ("--videos_dir", "--labels_csv", "--output_dir", "--class_names", "--flow"):
+        assert flag in out
+
+
+@pytest.mark.subprocess
+def test_checkout_wrapper_script(repo_root, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    result = subprocess.run(
+        [sys.executable, str(repo_root / "tfrecords" / "build_tfrecords.py"), "--help"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "lgd_tf.build_tfrecords" in result.stdout and "--videos_dir" in result.stdout
