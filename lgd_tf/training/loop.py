@@ -17,6 +17,7 @@ scalars go to `stage_dir/eval/` and the checkpoint with the best eval top-1 is k
 """
 
 import collections
+import contextlib
 import json
 import os
 import re
@@ -342,6 +343,9 @@ def fit_stage(stage, model, strategy, train_pattern, stage_dir, num_classes, *,
         try:
             manager.save(checkpoint_number=step)
         except (OSError, tf.errors.OpError) as error:
+            # TensorFlow's half-written shards of this checkpoint: free their space.
+            with contextlib.suppress(OSError, tf.errors.OpError):
+                tf.io.gfile.rmtree(os.path.join(write_dir, f"ckpt-{step}_temp"))
             kept = (f"the last complete checkpoint (step {last_saved}) is kept"
                     if last_saved is not None else "no checkpoint was written yet")
             raise RunFailure(f"{stage}: cannot write checkpoint {step} in {write_dir}: "

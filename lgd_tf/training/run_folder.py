@@ -25,6 +25,7 @@ import datetime
 import errno
 import json
 import os
+import re
 import socket
 import sys
 import uuid
@@ -45,10 +46,16 @@ _NOT_ARCHITECTURE = {"name", "dtype", "trainable", "build_config", "compile_conf
 
 
 def failure_reason(error):
-    """"No space left on device" for an OSError, the first line of a TensorFlow error."""
+    """Why a write failed, in a few words: "No space left on device", "Permission denied".
+
+    OSError: its strerror. TensorFlow errors: the first line without the op's function name,
+    the temporary file's name and the `[Op:...]` tag.
+    """
     if isinstance(error, OSError) and error.strerror:
         return error.strerror
-    return one_line(error)
+    text = re.sub(r"\{\{[^}]*\}\}\s*", "", one_line(error))
+    text = re.sub(r"\s*\[Op:\w+\]\s*$", "", text)
+    return text.rsplit("; ", 1)[-1].strip() or text
 
 
 def _tmp_name(path):
@@ -277,6 +284,7 @@ class RunFolder:
     def record(self, class_names, architectures):
         """Writes run.json (adding the stages not yet recorded) and class_names.txt, after a
         `check` that passed. Files already holding the same content are not rewritten."""
+        self.makedirs()
         record = self.read_record()
         models = dict(record.get("models", {}))
         models.update({k: v for k, v in architectures.items() if k not in models})
