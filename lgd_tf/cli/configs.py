@@ -11,8 +11,10 @@ function fit_stage reads, ...) is the default binding `DEFAULTS` below, which a 
 binding may override.
 """
 
+import logging
 import os
 import pathlib
+import re
 
 import keras
 
@@ -100,6 +102,8 @@ def parse(gin_files, gin_bindings=(), search_paths=(), *, finalize=True):
     for folder in [*search_paths, os.getcwd(), str(GIN_DIR.parent)]:
         gin.add_config_file_search_path(folder)
     gin.clear_config()
+    root = logging.getLogger()
+    root.addFilter(_quiet_search_misses)
     try:
         gin.parse_config(DEFAULTS)
         gin.parse_config_files_and_bindings(paths, list(gin_bindings),
@@ -111,7 +115,14 @@ def parse(gin_files, gin_bindings=(), search_paths=(), *, finalize=True):
             where = f" ({error.filename}, line {error.lineno})"
         message = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
         raise TrainingError(f"bad gin config{where}: {message}") from None
+    finally:
+        root.removeFilter(_quiet_search_misses)
     return paths
+
+
+def _quiet_search_misses(record):
+    """gin logs "Path not found" for each search path an include is not in (all but one)."""
+    return not record.getMessage().startswith("Path not found: ")
 
 
 def call(fn, *args, **kwargs):
@@ -127,19 +138,27 @@ def call(fn, *args, **kwargs):
 
 
 def operative_config_text():
-    """gin's operative config, plus the evaluation sampling when it was bound but not used
-    (a run with --noevaluate), so that `export` can read it back."""
+    """gin's operative config, plus the evaluation sampling (the `eval_dataset` blocks of the
+    whole config) when the run did not evaluate (--noevaluate), so `export` can read it."""
     text = gin.operative_config_str()
-    if "lgd_tf.data.eval_dataset." in text:
+
+    def is_sampling(block):
+        header = block.strip().splitlines()[0] if block.strip() else ""
+        return header.startswith("# Parameters for ") and header.rstrip(":").rsplit(
+            "/", 1)[-1].endswith("eval_dataset")
+
+    if any(is_sampling(block) for block in text.split("\n\n")):
         return text
-    blocks = gin.config_str().split("\n\n")
-    sampling = [b for b in blocks if "lgd_tf.data.eval_dataset." in b]
-    if sampling:
-        text += "\n\n# Evaluation sampling (bound by the config, not used by this run):\n"
-        text += "\n".join(line for b in sampling for line in b.splitlines()
-                          if "lgd_tf.data.eval_dataset." in line or line.startswith(" "))
-        text += "\n"
-    return text
+    everything = gin.config_str().split("\n\n")
+    sampling = [block.strip() for block in everything if is_sampling(block)]
+    if not sampling:
+        return text
+    used = set(re.findall(r"%([\w.]+)", "\n".join(sampling)))
+    macros = [line for block in everything if block.strip().startswith("# Macros:")
+              for line in block.splitlines() if line.split(" = ")[0].strip() in used]
+    return (text.rstrip() + "\n\n# The evaluation sampling of the config (not used by this "
+            "run):\n" + "".join(line + "\n" for line in macros) + "\n"
+            + "\n\n".join(sampling) + "\n")
 
 
 SAMPLING = ("model", "num_clips", "num_crops", "short_side", "temporal_stride", "short_video")

@@ -126,7 +126,7 @@ def _build(stage, model_fn, strategy, stage_scope, num_classes):
     return model
 
 
-def fit_two_stage(model_dir, strategy, sources, *, model_fn, stages=STAGES, seed=0,
+def fit_two_stage(model_dir, strategy, sources, *, model_fn=None, stages=STAGES, seed=0,
                   mixed_precision=None, fit_stage_fn=None, stage_scope=None,
                   evaluate_fn=None, stop=None, after_stage=None):
     """Runs the stages in order, each resumable; returns ({stage: StageResult}, model).
@@ -156,6 +156,9 @@ def fit_two_stage(model_dir, strategy, sources, *, model_fn, stages=STAGES, seed
     Returns:
         ({stage: StageResult}, the last stage's model).
     """
+    if model_fn is None:
+        raise TrainingError("set fit_two_stage.model_fn (gin: lgd_tf.training.fit_two_stage."
+                            "model_fn = @lgd_tf.models.lgd3d)")
     stages = tuple(stages)
     unknown = [s for s in stages if s not in STAGES]
     if unknown or not stages or list(stages) != sorted(stages):

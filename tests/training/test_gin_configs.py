@@ -55,9 +55,11 @@ def test_every_paper_configuration_is_there():
 
 @pytest.mark.parametrize("name", CONFIGS)
 def test_config_parses_and_starts_with_its_command(name):
-    text = (REPO / "gin" / name).read_text()
-    assert "python -m lgd_tf.train --gin_file=gin/" + name in text.split("\n\n")[0] + text
-    assert "# Cost:" in text
+    lines = (REPO / "gin" / name).read_text().splitlines()
+    header = "\n".join(lines[:next(i for i, line in enumerate(lines)
+                                   if not line.startswith("#"))])
+    assert f"python -m lgd_tf.train --gin_file=gin/{name}" in header
+    assert "# Cost:" in header
     configs.parse([f"gin/{name}"])
 
 
