@@ -2,10 +2,11 @@
 
     python benchmarks/predict_memory.py [--num_videos=200] [--mode=loaded|path]
 
-A tiny LGD-3D (random weights; memory does not depend on them) is exported with the default
-Sec. 5.2 sampling (15 clips, shorter side 120), then `lgd_tf.predict.predict_video` scores
-videos written here with PyAV, cycling over 10 files of different lengths and sizes (so any
-per-shape retracing or cache would show up as growth):
+A tiny LGD-3D (random weights; memory does not depend on them) is exported
+(`lgd_tf.serving.export.export_model`) with the default Sec. 5.2 sampling (15 clips, shorter side
+120), then `lgd_tf.serving.predict.predict_video` scores videos written here with PyAV, cycling
+over 10 files of different lengths and sizes (so any per-shape retracing or cache would show up
+as growth):
   --mode=loaded  one `load_classifier(export_dir)` reused for every video (a serving loop);
   --mode=path    the SavedModel path passed on every call (predict_video keeps recently
                  loaded models, keyed by file and modification time);
@@ -65,7 +66,7 @@ def make_videos(folder):
 
 def export_tiny_model(folder):
     import lgd_tf
-    from lgd_tf import export
+    from lgd_tf.serving import export
 
     model = lgd_tf.models.lgd3d(num_classes=10, stage_blocks=(1, 1, 1, 1), base_filters=8,
                                 num_frames=8, sketch_dim=256)
@@ -78,8 +79,8 @@ def main():
     parser.add_argument("--mode", choices=["loaded", "path", "reload"], default="loaded")
     args = parser.parse_args()
 
-    from lgd_tf import predict
     from lgd_tf.serving import classifier as classifier_lib
+    from lgd_tf.serving import predict
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = pathlib.Path(tmp)

@@ -1,4 +1,7 @@
-"""`python -m lgd_tf.export --model_dir=... --export_dir=...`: SavedModel for TF Serving + .keras.
+r"""`python -m lgd_tf.export --model_dir=... --export_dir=...`: SavedModel for TF Serving + .keras.
+
+    python -m lgd_tf.export --model_dir=runs/lgd3d_r50 --export_dir=exports/lgd3d_r50 \
+        [--version=1] [--top_k=5] [--num_clips=15] [--short_side=120] ...
 
 Layout written (TF Serving polls `export_dir` and serves the highest version):
 
@@ -9,132 +12,125 @@ Layout written (TF Serving polls `export_dir` and serves the highest version):
     export_dir/class_names.txt
 
 The SavedModel holds traced graphs and variables only: it runs where lgd_tf is not installed.
-Evaluation sampling for serve_frames / serve_encoded follows Sec. 5.2 (short side 120 / 240,
-15 clips / 10 frame triples) unless overridden.
+An existing version is never overwritten, and a failed write leaves export_dir as it was.
+
+Evaluation sampling of serve_frames / serve_encoded: when --model_dir is a training run
+folder, the run's own (`lgd_tf.data.eval_dataset.*` in its operative_config.gin); flags given
+override it; otherwise Sec. 5.2 (short side 120 / 240, 15 clips / 10 frame triples), 1 crop,
+stride 1, loop. The line `sampling: ...` says what was used and where it came from.
+
+Exit codes: 0 exported; 1 failure at run time (export_dir cannot be written: disk full,
+permission denied); 2 bad usage or input (a bad or missing flag, no model at --model_dir, a
+version that already exists, an export_dir that is a file).
 """
 
-import dataclasses
 import pathlib
-import shutil
 import sys
 import time
+import tokenize
 
-import tensorflow as tf
 from absl import flags
 
-from lgd_tf.serving import loading, module
+from lgd_tf.cli.command import Command
+from lgd_tf.serving import module
+from lgd_tf.serving.export import ExportResult, describe_sampling, export_model  # noqa: F401
 
-FLAGS = flags.FlagValues()
-flags.DEFINE_string("model_dir", None, "model_dir of a trained model (stage2.keras else "
-                    "stage1.keras, class_names.txt), or a .keras file.", flag_values=FLAGS)
-flags.DEFINE_string("export_dir", None, "Output directory; the SavedModel goes to "
-                    "export_dir/<version>/.", flag_values=FLAGS)
-flags.DEFINE_integer("version", 1, "TF Serving version subdirectory.", flag_values=FLAGS)
-flags.DEFINE_integer("top_k", 5, "Number of top classes the signatures return.",
-                     flag_values=FLAGS)
-flags.DEFINE_enum("model_type", None, ["3d", "2d"], "Sampling of the in-graph evaluation "
-                  "views; default: from the model.", flag_values=FLAGS)
-flags.DEFINE_integer("num_clips", None, "Clips (3D) / frame tuples (2D) per video; default "
-                     "15 / 10 (Sec. 5.2).", flag_values=FLAGS)
-flags.DEFINE_integer("num_crops", 1, "1 (whole frame) or 3 crops per clip.", flag_values=FLAGS)
-flags.DEFINE_integer("short_side", None, "Frames resized to this shorter side; default "
-                     "120 / 240 (Sec. 5.2).", flag_values=FLAGS)
-flags.DEFINE_integer("temporal_stride", 1, "3D: every n-th frame in a clip (as in training).",
-                     flag_values=FLAGS)
-flags.DEFINE_enum("short_video", "loop", ["loop", "pad"], "Videos shorter than a clip: "
-                  "indices wrap around or the last frame repeats.", flag_values=FLAGS)
+PROGRAM = "lgd_tf.export"
+OPERATIVE_CONFIG = "operative_config.gin"
+# Flags of the evaluation sampling, in the order of the run's `lgd_tf.data.eval_dataset`
+# settings they stand for (its `model` is the flag `model_type`).
+SAMPLING_FLAGS = {"model": "model_type", "num_clips": "num_clips", "num_crops": "num_crops",
+                  "short_side": "short_side", "temporal_stride": "temporal_stride",
+                  "short_video": "short_video"}
 
 
-@dataclasses.dataclass(frozen=True)
-class ExportResult:
-    saved_model_dir: pathlib.Path
-    keras_path: pathlib.Path
-    sampling: module.Sampling
-    class_names: tuple
+def define_flags(fv):
+    flags.DEFINE_string("model_dir", None, "model_dir of a trained model (stage2.keras else "
+                        "stage1.keras, class_names.txt, operative_config.gin), or a .keras "
+                        "file.", flag_values=fv)
+    flags.DEFINE_string("export_dir", None, "output folder; the SavedModel goes to "
+                        "export_dir/<version>/.", flag_values=fv)
+    flags.DEFINE_integer("version", 1, "TF Serving version subdirectory.", flag_values=fv)
+    flags.DEFINE_integer("top_k", 5, "number of top classes the signatures return.",
+                         flag_values=fv)
+    flags.DEFINE_enum("model_type", None, ["3d", "2d"], "sampling of the in-graph evaluation "
+                      "views; default: the run's, else from the model.", flag_values=fv)
+    flags.DEFINE_integer("num_clips", None, "clips (3D) / frame tuples (2D) per video; "
+                         "default: the run's, else 15 / 10 (Sec. 5.2).", flag_values=fv)
+    flags.DEFINE_integer("num_crops", None, "1 (whole frame) or 3 crops per clip; default: "
+                         "the run's, else 1.", flag_values=fv)
+    flags.DEFINE_integer("short_side", None, "frames resized to this shorter side; default: "
+                         "the run's, else 120 / 240 (Sec. 5.2).", flag_values=fv)
+    flags.DEFINE_integer("temporal_stride", None, "3D: every n-th frame in a clip (as in "
+                         "training); default: the run's, else 1.", flag_values=fv)
+    flags.DEFINE_enum("short_video", None, ["loop", "pad"], "videos shorter than a clip: "
+                      "indices wrap around or the last frame repeats; default: the run's, "
+                      "else loop.", flag_values=fv)
 
 
-def export_model(model_dir_or_keras_path, export_dir, *, version=1, class_names=None, top_k=5,
-                 model_type=None, num_clips=None, num_crops=1, short_side=None,
-                 temporal_stride=1, short_video="loop"):
-    """Exports a trained classifier for TF Serving and as a `.keras` file.
+def run_sampling(model_dir):
+    """The evaluation sampling of the training run at `model_dir` (a run folder, or a `.keras`
+    file in one): ({export_model argument: value}, operative config path), or ({}, None)."""
+    path = pathlib.Path(model_dir)
+    config = (path if path.is_dir() else path.parent) / OPERATIVE_CONFIG
+    if not path.exists() or not config.is_file():
+        return {}, None
+    from lgd_tf.cli import configs  # gin stays at the edge
 
-    Args:
-        model_dir_or_keras_path: a model_dir (uses stage2.keras, else stage1.keras, and
-            class_names.txt) or a `.keras` file (class_names.txt next to it, if any); or an
-            in-memory `keras.Model`.
-        export_dir: output directory; must not already hold `export_dir/<version>`.
-        version: TF Serving version number (subdirectory name).
-        class_names: overrides the class names read from disk.
-        top_k: classes returned by the signatures.
-        model_type, num_clips, num_crops, short_side, temporal_stride, short_video: evaluation
-            sampling of serve_frames and serve_encoded (`lgd_tf.data.eval_views`); defaults
-            from Sec. 5.2.
+    try:
+        bound = configs.run_eval_sampling(str(config))
+    except tokenize.TokenError as error:  # gin's tokenizer on a truncated file
+        raise ValueError(f"cannot read {config}: {error.args[0]}") from None
+    return ({SAMPLING_FLAGS[name]: value for name, value in bound.items()
+             if name in SAMPLING_FLAGS and value is not None}, config)
 
-    Returns:
-        An `ExportResult`.
-    """
-    if int(version) < 0:
-        raise ValueError(f"`version` must be a non-negative integer. Received: {version}")
-    export_dir = pathlib.Path(export_dir)
-    version_dir = export_dir / str(int(version))
-    if version_dir.exists():
-        raise ValueError(
-            f"{version_dir} already exists; export with a new --version (TF Serving serves "
-            f"the highest one). Received: export_dir={export_dir}, version={version}")
-    if isinstance(model_dir_or_keras_path, (str, pathlib.Path)):
-        model, names_on_disk, _ = loading.load_keras_model(model_dir_or_keras_path)
+
+def _check_flags(fv):
+    if fv.version < 0:
+        raise ValueError(f"--version must be >= 0. Received: {fv.version}")
+    for name in ("top_k", "num_clips", "short_side", "temporal_stride"):
+        if fv[name].value is not None and fv[name].value < 1:
+            raise ValueError(f"--{name} must be >= 1. Received: {fv[name].value}")
+    if fv.num_crops not in (None, 1, 3):
+        raise ValueError(f"--num_crops must be 1 or 3. Received: {fv.num_crops}")
+
+
+def _source(config, from_run, given):
+    """Where the sampling came from: "from run/operative_config.gin; --num_clips overrides"."""
+    if from_run:
+        source = f"from {config}"
+    elif config is not None:
+        source = f"Sec. 5.2 defaults: {config} sets no lgd_tf.data.eval_dataset sampling"
     else:
-        model = model_dir_or_keras_path
-        names_on_disk = loading.read_class_names(None, module.num_classes(model))
-    class_names = list(class_names) if class_names is not None else names_on_disk
-    sampling = module.default_sampling(model, model_type=model_type, num_clips=num_clips,
-                                       num_crops=num_crops, short_side=short_side,
-                                       temporal_stride=temporal_stride, short_video=short_video)
-    serving = module.VideoClassifierModule(model, class_names, sampling=sampling, top_k=top_k)
-
-    export_dir.mkdir(parents=True, exist_ok=True)
-    # Written next to the final name and renamed, so TF Serving never sees half a version.
-    staging_dir = export_dir / f".{int(version)}.partial"
-    shutil.rmtree(staging_dir, ignore_errors=True)
-    tf.saved_model.save(serving, str(staging_dir), signatures=serving.signatures())
-    staging_dir.rename(version_dir)
-
-    keras_path = export_dir / "model.keras"
-    model.save(keras_path)
-    (export_dir / loading.CLASS_NAMES_FILE).write_text("\n".join(class_names) + "\n")
-    return ExportResult(version_dir, keras_path, sampling, tuple(class_names))
+        source = "Sec. 5.2 defaults"
+    if given:
+        source += (f"; {', '.join('--' + name for name in given)} "
+                   f"override{'s' if len(given) == 1 else ''}")
+    return source
 
 
-def _usage():
-    return f"{__doc__}\nFlags:\n{FLAGS.get_help()}"
+def export(fv):
+    _check_flags(fv)
+    from_run, config = run_sampling(fv.model_dir)
+    given = {flag: fv[flag].value for flag in SAMPLING_FLAGS.values()
+             if fv[flag].value is not None}
+    start = time.perf_counter()
+    result = export_model(fv.model_dir, fv.export_dir, version=fv.version, top_k=fv.top_k,
+                          **{**from_run, **given})
+    print(f"sampling: {describe_sampling(result.sampling)} ({_source(config, from_run, given)})")
+    print(f"SavedModel: {result.saved_model_dir} (signatures: "
+          f"{', '.join(module.SIGNATURE_KEYS)}); Keras: {result.keras_path}; "
+          f"{len(result.class_names)} classes; {time.perf_counter() - start:.1f} s",
+          flush=True)
+
+
+COMMAND = Command(PROGRAM, __doc__, define_flags, export, required=["model_dir", "export_dir"])
 
 
 def run(argv=None):
-    """Entry point; returns the process exit code (2 for bad flags, inputs or models)."""
-    argv = list(sys.argv if argv is None else argv)
-    if any(arg in ("-h", "--help", "-help") for arg in argv[1:]):
-        print(_usage())
-        return 0
-    try:
-        FLAGS.unparse_flags()  # run() may be called more than once in a process
-        FLAGS(argv)
-        for name in ("model_dir", "export_dir"):
-            if not FLAGS[name].value:
-                raise ValueError(f"--{name} is required. Received: {argv[1:]}")
-        start = time.perf_counter()
-        result = export_model(
-            FLAGS.model_dir, FLAGS.export_dir, version=FLAGS.version, top_k=FLAGS.top_k,
-            model_type=FLAGS.model_type, num_clips=FLAGS.num_clips, num_crops=FLAGS.num_crops,
-            short_side=FLAGS.short_side, temporal_stride=FLAGS.temporal_stride,
-            short_video=FLAGS.short_video)
-    except (flags.Error, ValueError, OSError) as error:
-        print(f"lgd_tf.export: error: {loading.one_line(error)}", file=sys.stderr)
-        return 2
-    print(f"SavedModel: {result.saved_model_dir} (signatures: "
-          f"{', '.join(module.SIGNATURE_KEYS)}); Keras: {result.keras_path}; "
-          f"{len(result.class_names)} classes; {time.perf_counter() - start:.1f} s")
-    return 0
+    """Runs the command on `argv` (default sys.argv); returns the exit code."""
+    return COMMAND.run(argv)
 
 
 if __name__ == "__main__":
-    sys.exit(run(sys.argv))
+    sys.exit(run())

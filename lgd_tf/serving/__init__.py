@@ -1,4 +1,10 @@
-"""Serving: the exported module and its signatures, model loading for predict, late fusion."""
+"""Serving, the library behind `lgd_tf.export` and `lgd_tf.predict` (no gin, no flags here).
+
+`export.export_model` writes the SavedModel for TF Serving (`module.VideoClassifierModule` and
+its signatures) and a `.keras` file; `predict.predict_video` scores a video file with an export
+or a `.keras` file (`classifier.load_classifier`), alone or late-fused with a second model
+(`fusion`, Sec. 5.5).
+"""
 
 from lgd_tf.serving.fusion import (  # noqa: F401
     fuse_scores,

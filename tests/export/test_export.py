@@ -13,6 +13,7 @@ import tensorflow as tf
 import lgd_tf
 import lgd_tf.data
 from lgd_tf import export
+from lgd_tf.serving import export as export_lib
 from lgd_tf.serving import module
 from tests.export.conftest import (
     CLASS_NAMES,
@@ -83,6 +84,10 @@ def test_savedmodel_runs_without_lgd_tf_and_matches_keras(exported, trained_mode
     export_dir, stdout = exported
     assert (export_dir / "1" / "saved_model.pb").is_file()
     assert "serve_encoded" in stdout
+    # No training run behind the model_dir: the flags and Sec. 5.2's defaults, said so.
+    assert (f"sampling: {NUM_CLIPS} clips x 1 crop of {NUM_FRAMES} frames, short side "
+            f"{SHORT_SIDE}, stride 1, loop (Sec. 5.2 defaults; --num_clips, --short_side "
+            "override)") in stdout.splitlines()
     np.save(tmp_path / "clips.npy", clips)
     result = subprocess.run(
         [sys.executable, "-I", "-S", "-c", NO_LGD_TF_SCRIPT, sysconfig.get_paths()["purelib"],
@@ -189,8 +194,10 @@ def test_exported_keras_file_loads_safely_with_the_same_outputs(exported, traine
 
 def test_export_refuses_to_overwrite_a_version(exported):
     export_dir, _ = exported
+    before = sorted(p.relative_to(export_dir) for p in export_dir.rglob("*"))
     with pytest.raises(ValueError, match="already exists"):
-        export.export_model(export_dir / "model.keras", export_dir, version=1)
+        export_lib.export_model(export_dir / "model.keras", export_dir, version=1)
+    assert sorted(p.relative_to(export_dir) for p in export_dir.rglob("*")) == before
 
 
 def test_export_command_bad_model_dir_exits_2(tmp_path, capsys):
@@ -211,9 +218,11 @@ def test_stage1_flow_model_export_averages_the_two_heads(tmp_path):
     softmax, and serve_encoded reads x, y flow from channels 0, 1 of each JPEG (3 crops)."""
     keras.utils.set_random_seed(11)
     model = tiny_lgd3d(num_classes=3, head="stage1", input_channels=2)
-    result = export.export_model(model, tmp_path / "flow", top_k=3, short_side=SHORT_SIDE,
+    result = export_lib.export_model(model, tmp_path / "flow", top_k=3, short_side=SHORT_SIDE,
                                  num_clips=NUM_CLIPS, num_crops=3)
     assert result.class_names == ("0", "1", "2")
+    assert sorted(p.name for p in (tmp_path / "flow").iterdir()) == [
+        "1", "class_names.txt", "model.keras"]  # no staging names left
     loaded = tf.saved_model.load(str(result.saved_model_dir))
 
     rng = np.random.default_rng(2)

@@ -1,4 +1,5 @@
-"""`python -m lgd_tf.predict`: evaluation sampling, right labels, late fusion, clean errors."""
+"""`lgd_tf.serving.predict.predict_video` and `python -m lgd_tf.predict`: evaluation sampling,
+right labels, late fusion, clean errors."""
 
 import json
 import os
@@ -13,6 +14,7 @@ import lgd_tf
 import lgd_tf.data
 from lgd_tf import predict
 from lgd_tf.serving import classifier
+from lgd_tf.serving import predict as predict_lib
 from tests.export.conftest import (
     GRAPH_TOL,
     NUM_CLIPS,
@@ -65,9 +67,9 @@ def test_predict_keras_file_and_savedmodel_agree_with_evaluation_sampling(
     for name in ("dark", "bright"):
         expected = _reference_probabilities(trained_model, videos[name])
         assert CLASS_ORDER[int(np.argmax(expected))] == name
-        from_keras = predict.predict_video(trained_model_dir / "stage2.keras", videos[name],
+        from_keras = predict_lib.predict_video(trained_model_dir / "stage2.keras", videos[name],
                                            num_clips=NUM_CLIPS, short_side=SHORT_SIDE)
-        from_export = predict.predict_video(export_dir / "1", videos[name])
+        from_export = predict_lib.predict_video(export_dir / "1", videos[name])
         np.testing.assert_allclose(from_keras.probabilities, expected, **GRAPH_TOL)
         np.testing.assert_allclose(from_export.probabilities, expected, **GRAPH_TOL)
 
@@ -96,9 +98,9 @@ def test_fused_prediction_equals_hand_computed_late_fusion(
                                        num_clips=NUM_CLIPS, short_side=SHORT_SIDE)
     second = classifier.load_classifier(second_model_path, num_clips=NUM_CLIPS,
                                         short_side=SHORT_SIDE)
-    p1 = predict.predict_video(first, videos["dark"]).probabilities
-    p2 = predict.predict_video(second, videos["dark"]).probabilities
-    fused = predict.predict_video(first, videos["dark"], fuse_with=second, fusion_weight=0.3)
+    p1 = predict_lib.predict_video(first, videos["dark"]).probabilities
+    p2 = predict_lib.predict_video(second, videos["dark"]).probabilities
+    fused = predict_lib.predict_video(first, videos["dark"], fuse_with=second, fusion_weight=0.3)
     np.testing.assert_allclose(fused.probabilities, 0.7 * p1 + 0.3 * p2, rtol=1e-6)
     assert fused.fusion_weight == pytest.approx(0.3)
 
@@ -113,7 +115,7 @@ def test_fused_prediction_equals_hand_computed_late_fusion(
 
 def _one_error_line(err):
     lines = [line for line in err.strip().splitlines() if line]
-    assert len(lines) == 1, err
+    assert len(lines) == 1 and "Traceback" not in err, err
     assert lines[0].startswith("lgd_tf.predict: error: ")
     return lines[0]
 
@@ -125,6 +127,9 @@ def test_bad_inputs_exit_2_with_one_line(trained_model_dir, videos, tmp_path, ca
     empty_video = write_video(tmp_path / "empty.mp4", np.zeros((0, 16, 16, 3), np.uint8))
     corrupt_model = tmp_path / "broken.keras"
     corrupt_model.write_bytes(b"PK\x03\x04 not really a zip")
+    corrupt_export = tmp_path / "corrupt_export"
+    (corrupt_export / "1").mkdir(parents=True)
+    (corrupt_export / "1" / "saved_model.pb").write_bytes(b"not a SavedModel")
     cases = {
         "missing model": ([f"--model={tmp_path / 'nope'}", f"--video={videos['dark']}"],
                           "nope"),
@@ -138,10 +143,19 @@ def test_bad_inputs_exit_2_with_one_line(trained_model_dir, videos, tmp_path, ca
         "empty video": ([f"--model={keras_file}", f"--video={empty_video}"], "empty.mp4"),
         "bad weight": ([f"--model={keras_file}", f"--fuse_with={keras_file}",
                         "--fusion_weight=1.5", f"--video={videos['dark']}"], "fusion_weight"),
-        "no video flag": ([f"--model={keras_file}"], "--video is required"),
+        "no video flag": ([f"--model={keras_file}"], "--video"),
+        "unknown flag": ([f"--model={keras_file}", f"--video={videos['dark']}", "--topk=3"],
+                         "topk"),
+        "bad top_k": ([f"--model={keras_file}", f"--video={videos['dark']}", "--top_k=0"],
+                      "--top_k"),
+        "bad num_crops": ([f"--model={keras_file}", f"--video={videos['dark']}",
+                           "--num_crops=2"], "--num_crops"),
+        "corrupt SavedModel": ([f"--model={corrupt_export}", f"--video={videos['dark']}"],
+                               "corrupt_export"),
     }
     for case, (args, expected_text) in cases.items():
-        code, out, err = _run(capsys, *args, *KERAS_SAMPLING)
+        sampling = [] if case == "corrupt SavedModel" else KERAS_SAMPLING
+        code, out, err = _run(capsys, *args, *sampling)
         assert code == 2, case
         assert out == "", case
         assert expected_text in _one_error_line(err), (case, err)
@@ -197,16 +211,16 @@ def test_two_stream_fusion_weighs_the_flow_model(trained_model_dir, videos, tmp_
 def test_repeated_predictions_reuse_the_loaded_model_until_the_file_changes(
         second_model_path, videos):
     sampling = {"num_clips": NUM_CLIPS, "short_side": SHORT_SIDE}
-    predict._load_cached.cache_clear()
-    first = predict.predict_video(second_model_path, videos["dark"], **sampling)
-    again = predict.predict_video(second_model_path, videos["dark"], **sampling)
-    info = predict._load_cached.cache_info()
+    predict_lib._load_cached.cache_clear()
+    first = predict_lib.predict_video(second_model_path, videos["dark"], **sampling)
+    again = predict_lib.predict_video(second_model_path, videos["dark"], **sampling)
+    info = predict_lib._load_cached.cache_info()
     assert (info.misses, info.hits) == (1, 1)
     np.testing.assert_array_equal(first.probabilities, again.probabilities)
     stat = second_model_path.stat()
     os.utime(second_model_path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
-    predict.predict_video(second_model_path, videos["dark"], **sampling)
-    assert predict._load_cached.cache_info().misses == 2
+    predict_lib.predict_video(second_model_path, videos["dark"], **sampling)
+    assert predict_lib._load_cached.cache_info().misses == 2
 
 
 def test_predict_lgd2d_uses_tsn_evaluation_sampling(videos, tmp_path):
@@ -215,7 +229,7 @@ def test_predict_lgd2d_uses_tsn_evaluation_sampling(videos, tmp_path):
     tiny_2d = {"stage_blocks": (1, 1, 1, 1), "base_filters": 8, "sketch_dim": 64}
     model = lgd_tf.models.lgd2d(num_classes=2, num_segments=3, **tiny_2d)
     model.save(tmp_path / "lgd2d.keras")
-    prediction = predict.predict_video(tmp_path / "lgd2d.keras", videos["bright"],
+    prediction = predict_lib.predict_video(tmp_path / "lgd2d.keras", videos["bright"],
                                        num_clips=NUM_CLIPS, short_side=SHORT_SIDE)
     frames = lgd_tf.data.decode_video(videos["bright"], short_side=SHORT_SIDE)
     views = lgd_tf.data.eval_views(frames, model="2d", num_segments=3, num_clips=NUM_CLIPS,
