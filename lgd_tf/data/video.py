@@ -1,4 +1,9 @@
-"""Video decoding with PyAV, and the shorter-side resize used by builders and `predict`."""
+"""Video decoding with PyAV: one streaming decoder (`iter_frames`) for the builder and predict.
+
+Frames are rotated (display matrix), resized and trimmed as they are decoded, so a caller
+that encodes each frame at once holds one decoded frame at a time, whatever the video's
+length. `decode_video` is the list form.
+"""
 
 import av
 import cv2
@@ -17,63 +22,141 @@ def resize_shorter_side(frame, short_side):
     scale = short_side / min(height, width)
     new_h = short_side if height <= width else int(round(height * scale))
     new_w = short_side if width < height else int(round(width * scale))
-    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    return cv2.resize(frame, (new_w, new_h), interpolation=interpolation)
+    return _resize(frame, new_h, new_w)
 
 
-def decode_video(path, short_side=None, *, fps=None, start_time=None, end_time=None):
-    """Decodes every frame of a video file into RGB uint8 `(N, H, W, 3)`.
+def _resize(frame, height, width):
+    shrink = height * width < frame.shape[0] * frame.shape[1]
+    interpolation = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+    return cv2.resize(frame, (width, height), interpolation=interpolation)
 
-    Args:
-        path: any container PyAV (FFmpeg) reads: mp4, webm, avi, mkv, gif, ...
-        short_side: if set, frames are resized so the shorter side has this size.
-        fps: if set, frames are resampled to this rate (nearest earlier frame).
-        start_time, end_time: optional trimming in seconds (Kinetics `time_start/time_end`).
 
-    Raises:
-        VideoError: the file cannot be opened, has no video stream or no decodable frame.
+def rotate_frame(image, degrees):
+    """Applies a display-matrix rotation (counterclockwise degrees, PyAV's `frame.rotation`).
+
+    The stored picture of a phone video is turned by `degrees`; showing it upright means
+    turning it by the same angle counterclockwise (FFmpeg's autorotate does the same).
     """
+    quarter_turns = int(round(degrees / 90.0)) % 4
+    return np.ascontiguousarray(np.rot90(image, quarter_turns)) if quarter_turns else image
+
+
+def _check_arguments(short_side, fps, start_time, end_time):
     if short_side is not None and short_side <= 0:
         raise ValueError(f"`short_side` must be positive. Received: short_side={short_side}")
     if fps is not None and fps <= 0:
         raise ValueError(f"`fps` must be positive. Received: fps={fps}")
-    frames, times = [], []
+    if start_time is not None and end_time is not None and end_time <= start_time:
+        raise ValueError("`end_time` must be after `start_time`. Received: "
+                         f"start_time={start_time}, end_time={end_time}")
+
+
+def _decoded(path, start_time, end_time):
+    """(time, upright RGB uint8 frame) of each decoded frame inside [start_time, end_time)."""
+    yielded = False
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
                 raise VideoError(f"No video stream in {path}")
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
-            for index, frame in enumerate(container.decode(stream)):
+            frames = container.decode(stream)
+            if start_time:
+                frames = _from_keyframe_before(container, stream, start_time)
+            for index, frame in enumerate(frames):
                 t = float(frame.time) if frame.time is not None else float(index)
                 if start_time is not None and t < start_time:
                     continue
                 if end_time is not None and t >= end_time:
                     break
-                image = frame.to_ndarray(format="rgb24")
-                if short_side is not None:
-                    image = resize_shorter_side(image, short_side)
-                frames.append(image)
-                times.append(t)
+                image = rotate_frame(frame.to_ndarray(format="rgb24"), frame.rotation)
+                yielded = True
+                yield t, image
     except VideoError:
         raise
     except (av.error.FFmpegError, OSError, ValueError, EOFError) as e:
-        if not frames:
+        if not yielded:
             raise VideoError(f"Cannot decode video {path}: {e}") from e
-        # A truncated tail: keep the frames decoded before the damage.
-    if not frames:
+        # A truncated tail: the frames decoded before the damage stand.
+    if not yielded:
         raise VideoError(f"No decodable frame in video {path}")
-    if fps is not None:
-        frames = _resample(frames, np.asarray(times), fps)
-    return np.stack(frames)
 
 
-def _resample(frames, times, fps):
-    """For each tick of a `fps` clock from the first frame, the latest frame at or before it."""
-    start, end = times[0], times[-1]
-    ticks = start + np.arange(int(np.floor((end - start) * fps + 1e-6)) + 1) / fps
-    picks = np.searchsorted(times, ticks + 1e-6, side="right") - 1
-    return [frames[i] for i in np.clip(picks, 0, len(frames) - 1)]
+def _from_keyframe_before(container, stream, start_time):
+    """Decoded frames from the keyframe before `start_time` (a trimmed segment of a long
+    untrimmed video costs its own length, not the video's); from the start of the file when
+    the container cannot seek there."""
+    try:
+        container.seek(int(start_time / stream.time_base), stream=stream, backward=True)
+        frames = container.decode(stream)
+        first = next(frames, None)
+        if first is not None and first.time is not None and first.time <= start_time:
+            yield first
+            yield from frames
+            return
+    except (av.error.FFmpegError, OverflowError, ZeroDivisionError, TypeError):
+        pass
+    container.seek(0)
+    yield from container.decode(stream)
+
+
+def iter_frames(path, short_side=None, *, fps=None, start_time=None, end_time=None):
+    """Yields the frames of a video file one at a time, RGB uint8 `(H, W, 3)`, upright.
+
+    Every frame has the size of the first one: the first frame is resized to `short_side`
+    (if given), and a frame whose size changes mid-stream is resized to that size (a stream
+    may change resolution; the video is not dropped for it). Peak memory does not depend on
+    the video's length.
+
+    Args:
+        path: any container PyAV (FFmpeg) reads: mp4, webm, avi, mkv, gif, ...
+        short_side: if set, frames are resized so the shorter side has this size.
+        fps: if set, frames are resampled to this rate: for each tick of an `fps` clock
+            started at the first frame, the latest frame at or before it.
+        start_time, end_time: optional trimming in seconds (Kinetics `time_start/time_end`).
+
+    Raises:
+        VideoError: the file cannot be opened, has no video stream or no decodable frame.
+    """
+    _check_arguments(short_side, fps, start_time, end_time)
+    size = None  # (H, W) of every yielded frame
+
+    def sized(image):
+        nonlocal size
+        if size is None:
+            if short_side is not None:
+                image = resize_shorter_side(image, short_side)
+            size = image.shape[:2]
+        elif image.shape[:2] != size:
+            image = _resize(image, *size)
+        return image
+
+    if fps is None:
+        for _, image in _decoded(path, start_time, end_time):
+            yield sized(image)
+        return
+    first, previous, tick = None, None, 0
+    for t, image in _decoded(path, start_time, end_time):
+        first = t if first is None else first
+        # Ticks before this frame's time take the previous frame (nearest earlier frame).
+        while previous is not None and first + tick / fps + 1e-6 < t:
+            yield previous
+            tick += 1
+        previous = sized(image)
+        last = t
+    # Ticks up to the last frame's time take the last frame.
+    while first + tick / fps <= last + 1e-6:
+        yield previous
+        tick += 1
+
+
+def decode_video(path, short_side=None, *, fps=None, start_time=None, end_time=None):
+    """Decodes a whole video into RGB uint8 `(N, H, W, 3)`: `np.stack(list(iter_frames(...)))`.
+
+    Arguments and errors as `iter_frames`.
+    """
+    return np.stack(list(iter_frames(path, short_side, fps=fps, start_time=start_time,
+                                     end_time=end_time)))
 
 
 def video_frame_rate(path):
