@@ -6,9 +6,11 @@ from lgd_tf.layers import (
     VARIANTS,
     BatchNormalization,
     Bottleneck2D,
+    FrameMaxPooling,
     LGDBlock,
     P3DBottleneck,
     PixelNormalization,
+    TemporalMaxPooling,
 )
 
 # Residual units per stage (res2..res5), as in He et al. and Model Garden's RESNET_SPECS.
@@ -48,7 +50,8 @@ def _stem(x, filters, temporal, pool1_stride):
     """conv1 (+ pool1): Table 1 for LGD-3D; the 2-D ResNet stem for LGD-2D.
 
     Explicit symmetric zero padding as in the Caffe / Keras ResNet, so inflated weights see
-    the same pixels.
+    the same pixels. The pools are `TemporalMaxPooling` / `FrameMaxPooling` (no MaxPool3D: its
+    CPU gradient depends on the execution path at ties, see lgd_tf/layers/temporal_pool.py).
     """
     x = keras.layers.ZeroPadding3D((0, 3, 3), name="conv1_pad")(x)
     x = keras.layers.Conv3D(filters, (1, 7, 7), strides=(1, 2, 2), use_bias=False,
@@ -60,9 +63,10 @@ def _stem(x, filters, temporal, pool1_stride):
                                 name="conv1_temporal")(x)
         x = BatchNormalization(epsilon=1.001e-5, name="conv1_temporal_bn")(x)
         x = keras.layers.ReLU(name="conv1_temporal_relu")(x)
-        return keras.layers.MaxPool3D((pool1_stride, 1, 1), name="pool1")(x)
+        return TemporalMaxPooling(pool1_stride, name="pool1")(x)
+    # Zero padding equals -inf padding here: the pooled values are ReLU outputs (>= 0).
     x = keras.layers.ZeroPadding3D((0, 1, 1), name="pool1_pad")(x)
-    return keras.layers.MaxPool3D((1, 3, 3), strides=(1, 2, 2), name="pool1")(x)
+    return FrameMaxPooling(3, strides=2, name="pool1")(x)
 
 
 def apply_stage(x, g, stage, filters, blocks, *, temporal, use_lgd, variant, rank_ratio,
@@ -109,7 +113,7 @@ def _build(*, temporal, depth, stage_blocks, base_filters, num_frames, input_cha
                            zero_init_global_residual=zero_init_global_residual)
         outputs[f"res{stage}"] = x
         if temporal and stage == 2:
-            x = keras.layers.MaxPool3D((2, 1, 1), name="pool2")(x)
+            x = TemporalMaxPooling(2, name="pool2")(x)
     if not use_lgd:
         # Baselines (P3D / TSN): the "global" output is P(x_L).
         g = keras.layers.GlobalAveragePooling3D(name="global_pool")(x)
