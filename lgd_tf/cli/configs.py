@@ -15,6 +15,7 @@ import logging
 import os
 import pathlib
 import re
+import tokenize
 
 import keras
 
@@ -177,16 +178,20 @@ def run_eval_sampling(operative_config_path):
             gin.parse_config(f.read(), skip_unknown=True)
         found = {}
         for name in SAMPLING:
-            try:
-                value = gin.query_parameter(f"lgd_tf.data.eval_dataset.{name}")
-            except ValueError:
+            for scope in ("", "stage2/", "stage1/"):  # evaluation may run in a stage's scope
+                try:
+                    value = gin.query_parameter(f"{scope}lgd_tf.data.eval_dataset.{name}")
+                    break
+                except ValueError:
+                    continue
+            else:
                 continue
             while isinstance(value, gin.config.ConfigurableReference) or str(value).startswith(
                     "%"):
                 value = gin.query_parameter(str(value))
             found[name] = value
         return found
-    except (SyntaxError, ValueError, KeyError, TypeError) as error:
+    except (SyntaxError, ValueError, KeyError, TypeError, tokenize.TokenError) as error:
         raise TrainingError(f"cannot read {operative_config_path}: "
                             f"{str(error).splitlines()[0]}") from None
     finally:
