@@ -210,6 +210,7 @@ class RunFolder:
         if previous:
             print(f"{self.path}: took over the lock left by {previous} (no longer running)",
                   file=sys.stderr, flush=True)
+        self._remove_stale_temporaries()
         handle.seek(0)
         handle.truncate()
         started = datetime.datetime.now().isoformat(timespec="seconds")
@@ -224,6 +225,14 @@ class RunFolder:
             handle.truncate()
             handle.close()
             self._lock_file = None
+
+    def _remove_stale_temporaries(self):
+        """Temporary files of a process killed mid-write (`.stage1.tmp-1a2b3c4d.keras`): with
+        the lock held nobody else is writing them."""
+        for name in os.listdir(self.path):
+            if name.startswith(".") and ".tmp-" in name:
+                with contextlib.suppress(OSError):
+                    os.remove(os.path.join(self.path, name))
 
     # -- what the run is ----------------------------------------------------------------------
 

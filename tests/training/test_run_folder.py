@@ -85,9 +85,13 @@ def test_lock_refuses_a_second_holder_and_takes_over_a_stale_one(tmp_path, capsy
     assert (tmp_path / "run" / ".lock").read_text() == ""  # released, emptied
     # A lock file left by a killed process (its flock died with it) is taken over.
     (tmp_path / "run" / ".lock").write_text("pid 999999 on elsewhere (since yesterday)\n")
+    # ... with the temporary file of a model it was writing, and a user's own dot file.
+    (tmp_path / "run" / ".stage1.tmp-1a2b3c4d.keras").write_bytes(b"half a model")
+    (tmp_path / "run" / ".notes").write_text("mine")
     with run.locked():
         pass
     assert "took over the lock left by pid 999999 on elsewhere" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [".lock", ".notes"]
 
 
 def test_a_failed_write_names_the_path_and_keeps_the_complete_file(tmp_path, monkeypatch):
