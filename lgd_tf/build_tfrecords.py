@@ -91,14 +91,16 @@ def read_entries(labels_csv, videos_dir, split=None, class_names=None):
 
     text = _read_text(labels_csv, "labels CSV")  # exists, is a file, is text
     try:
-        entries, names, missing = builder.read_labels_csv(
-            labels_csv, videos_dir, split=split, class_names=class_names)
+        table = builder.read_labels_csv(labels_csv, videos_dir, split=split,
+                                        class_names=class_names)
     except (ValueError, csv.Error) as error:
         message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
         if labels_csv not in message:
             message = f"{labels_csv}: {message}"
-        hint = "" if "class_names" in message else f"; expected {CSV_FORMS}"
+        hint = "" if "class_names" in message or "expected" in message else (
+            f"; expected {CSV_FORMS}")
         raise TrainingError(f"bad labels CSV: {message}{hint}") from None
+    entries, missing = table.entries, table.missing
     if not entries:
         if missing:
             first_row = next((line.strip() for line in text.splitlines() if line.strip()), "")
@@ -110,7 +112,7 @@ def read_entries(labels_csv, videos_dir, split=None, class_names=None):
             found = "it has no rows"
         raise TrainingError(f"labels CSV {labels_csv} yields 0 usable videos: {found}; "
                             f"expected {CSV_FORMS}")
-    return entries, names, missing
+    return table
 
 
 def _check_folders(fv):
@@ -131,8 +133,8 @@ def main(fv):
         logging.set_verbosity(logging.INFO)  # the progress line and the skipped videos
     _check_folders(fv)
     names = read_class_names(fv.class_names) if fv.class_names else None
-    entries, names, missing = read_entries(fv.labels_csv, fv.videos_dir, split=fv.split,
-                                           class_names=names)
+    table = read_entries(fv.labels_csv, fv.videos_dir, split=fv.split, class_names=names)
+    entries, names, missing = table.entries, table.class_names, table.missing
     for name, reason in missing:
         logging.warning("Skipping %s: %s", name, reason)
     options = builder.EncodeOptions(short_side=fv.short_side or None, fps=fv.fps,
@@ -141,12 +143,18 @@ def main(fv):
         entries, fv.output_dir, prefix=fv.prefix or fv.split or "train",
         num_shards=fv.num_shards, num_workers=fv.num_workers, options=options)
     summary.skipped = list(missing) + summary.skipped
+    summary.duplicates += table.duplicates
     print(summary, flush=True)
     if summary.written == 0 and summary.shards_written:
         # Every video this run tried failed to decode: the shards it wrote are empty. Remove
         # them, so that a rerun (after fixing the videos) does not take them as finished.
         for path in summary.shards_written:
             os.remove(path)
+            if os.path.exists(builder.manifest_path(path)):
+                os.remove(builder.manifest_path(path))
+        folder = os.path.dirname(builder.manifest_path(summary.shards_written[0]))
+        if os.path.isdir(folder) and not os.listdir(folder):
+            os.rmdir(folder)
         tried = len(summary.skipped) - len(missing)
         raise TrainingError(f"none of the {tried} videos read from {fv.labels_csv} could be "
                             f"decoded (see the summary above); the "

@@ -1,6 +1,7 @@
 """Encoding frames into SequenceExamples and writing them to shards atomically."""
 
 import os
+import tempfile
 
 import cv2
 import numpy as np
@@ -59,10 +60,23 @@ def shard_path(output_dir, prefix, index, num_shards):
     return os.path.join(output_dir, f"{prefix}-{index:05d}-of-{num_shards:05d}.tfrecord")
 
 
+def temporary_path(path):
+    """A fresh hidden name beside `path`: `.{name}.tmp-XXXXXXXX` never matches `{prefix}-*`."""
+    folder, name = os.path.split(path)
+    fd, tmp = tempfile.mkstemp(dir=folder or ".", prefix=f".{name}.tmp-")
+    os.close(fd)
+    return tmp
+
+
 def write_shard(path, serialized_records):
-    """Writes records to `path + ".tmp"`, then renames: a shard is whole or absent."""
-    tmp = path + ".tmp"
-    with tf.io.TFRecordWriter(tmp) as writer:
-        for record in serialized_records:
-            writer.write(record)
-    os.replace(tmp, path)
+    """Writes records to a hidden temporary file, then renames: a shard is whole or absent."""
+    tmp = temporary_path(path)
+    try:
+        with tf.io.TFRecordWriter(tmp) as writer:
+            for record in serialized_records:
+                writer.write(record)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise

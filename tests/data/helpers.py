@@ -46,3 +46,19 @@ def write_video(path, frames, codec, fps=10, pix_fmt="yuv420p"):
         for packet in stream.encode():
             container.mux(packet)
     return str(path)
+
+
+def read_media_ids(pattern):
+    """[(media_id, number of frames, label)] of every record in the shards matching `pattern`,
+    in file order (a video written twice appears twice)."""
+    import tensorflow as tf
+
+    from lgd_tf.data import schema
+
+    out = []
+    for path in sorted(tf.io.gfile.glob(pattern)):
+        for record in tf.data.TFRecordDataset(path):
+            parsed = schema.parse_record(record)
+            out.append((parsed["media_id"].numpy().decode(), int(parsed["frames"].shape[0]),
+                        int(parsed["label"])))
+    return out

@@ -59,11 +59,12 @@ def test_builds_records_and_class_names(videos, tmp_path, capsys):
     assert code == 0
     assert "written 3 videos into 2 shards" in stdout and "skipped 0 videos" in stdout
     assert sorted(os.listdir(out)) == ["class_names.txt", "val-00000-of-00002.tfrecord",
-                                       "val-00001-of-00002.tfrecord"]  # no temporary files
+                                       "val-00001-of-00002.tfrecord",
+                                       "val.manifest"]  # no temporary files
     assert (out / "class_names.txt").read_text() == "run\nwalk\n"  # sorted names
     records = _records(str(out / "val-*"))
-    assert sorted(records) == ["a", "b", "c"]
-    for media_id, (n, label) in {"a": (5, 1), "b": (6, 0), "c": (7, 1)}.items():
+    assert sorted(records) == ["a", "c", "sub/b"]  # paths without their extension
+    for media_id, (n, label) in {"a": (5, 1), "sub/b": (6, 0), "c": (7, 1)}.items():
         frames, got_label, label_string = records[media_id]
         assert (got_label, label_string) == (label, ["run", "walk"][label])
         assert frames.shape == (n, 16, 21, 3)  # 24 x 32 -> shorter side 16
@@ -84,7 +85,7 @@ def test_class_names_file_sets_the_indices(videos, tmp_path, capsys):
     assert code == 0 and "written 3 videos" in stdout
     assert (out / "class_names.txt").read_text() == "walk\nrun\njump\n"
     assert {k: v[1] for k, v in _records(str(out / "train-*")).items()} == {
-        "a": 0, "b": 1, "c": 0}
+        "a": 0, "sub/b": 1, "c": 0}
 
 
 def _bad_inputs(root, folder, csv_path):
@@ -100,6 +101,10 @@ def _bad_inputs(root, folder, csv_path):
     empty.write_text("\n")
     one_column = root / "one_column.csv"
     one_column.write_text("a.mp4\n")
+    header_only = root / "header_only.csv"
+    header_only.write_text("path,label\n")
+    semicolons = root / "semicolons.csv"
+    semicolons.write_text("path;label\na.mp4;walk\nc.mp4;walk\n")
     binary = root / "binary.csv"
     binary.write_bytes(b"\xff\xfe\x00\x81 not text")
     cases = [(f"missing --{name}", {**good, name: None}, f"--{name}") for name in good]
@@ -113,6 +118,8 @@ def _bad_inputs(root, folder, csv_path):
         ("unknown CSV form", {**good, "labels_csv": other}, f"{other}"),
         ("empty CSV", {**good, "labels_csv": empty}, f"{empty}"),
         ("one-column CSV", {**good, "labels_csv": one_column}, f"{one_column}"),
+        ("header-only CSV", {**good, "labels_csv": header_only}, "header row but no rows"),
+        ("semicolon CSV", {**good, "labels_csv": semicolons}, "separated by ';'"),
         ("binary CSV", {**good, "labels_csv": binary}, f"{binary}"),
         ("no class_names file", {**good, "class_names": root / "names.txt"},
          f"{root / 'names.txt'}"),
@@ -133,7 +140,8 @@ def test_bad_inputs_exit_2_in_one_line_naming_the_file(videos, tmp_path, capsys)
               and needle in err[0])
         if not ok:
             failed.append((name, code, err))
-        if name.endswith("form") or name.startswith("Kinetics CSV, no video"):
+        if name in ("unknown CSV form", "Kinetics CSV, no video", "empty CSV", "one-column CSV",
+                    "header-only CSV", "semicolon CSV"):
             assert "label,youtube_id,time_start,time_end,split" in err[0], err
             assert "`path,label`" in err[0], err
     assert not failed, failed
@@ -174,7 +182,8 @@ def test_class_names_write_failure_exits_1_naming_the_path(videos, tmp_path, cap
     assert code == 1, err
     assert err == [f"{PROGRAM}: error: cannot write {out / 'class_names.txt'}: "
                    f"{os.strerror(errno.ENOSPC)}"]
-    assert sorted(os.listdir(out)) == ["train-00000-of-00001.tfrecord"]  # no temporary file
+    assert sorted(os.listdir(out)) == ["train-00000-of-00001.tfrecord",
+                                       "train.manifest"]  # no temporary file
 
 
 def test_help(capsys):
