@@ -13,11 +13,13 @@ import lgd_tf.layers
 from lgd_tf.layers import (
     BatchNormalization,
     Bottleneck2D,
+    FrameMaxPooling,
     LGDBlock,
     LocalGlobalSketch,
     LowRankDense,
     P3DBottleneck,
     PixelNormalization,
+    TemporalMaxPooling,
     TensorSketch,
 )
 from tests.test_case import _constructor_parameters, run_layer_test
@@ -130,14 +132,33 @@ def test_pixel_normalization():
         expected_num_non_trainable_weights=2)
 
 
+def test_temporal_max_pooling():
+    run_layer_test(
+        TemporalMaxPooling, {"pool_size": 3, "strides": 2}, normal(2, 7, 3, 3, 4),
+        expected_output_shape=(2, 3, 3, 3, 4),
+        expected_num_trainable_weights=0,
+        expected_num_non_trainable_weights=0)
+
+
+def test_frame_max_pooling():
+    run_layer_test(
+        FrameMaxPooling, {"pool_size": (3, 3), "strides": (2, 2), "padding": "valid"},
+        normal(2, 2, 7, 5, 4),
+        expected_output_shape=(2, 2, 3, 2, 4),
+        expected_num_trainable_weights=0,
+        expected_num_non_trainable_weights=0)
+
+
 LAYER_TESTS = {
     BatchNormalization: test_batch_normalization,
     Bottleneck2D: test_bottleneck_2d,
+    FrameMaxPooling: test_frame_max_pooling,
     LGDBlock: test_lgd_block,
     LocalGlobalSketch: test_local_global_sketch,
     LowRankDense: test_low_rank_dense,
     P3DBottleneck: test_p3d_bottleneck,
     PixelNormalization: test_pixel_normalization,
+    TemporalMaxPooling: test_temporal_max_pooling,
     TensorSketch: test_tensor_sketch,
 }
 
