@@ -2,9 +2,12 @@
 exit 2 for bad input, exit 1 when class_names.txt cannot be written, `--help`, the wrapper."""
 
 import errno
+import glob
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -203,3 +206,53 @@ def test_checkout_wrapper_script(repo_root, tmp_path):
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "lgd_tf.build_tfrecords" in result.stdout and "--videos_dir" in result.stdout
+
+
+_SLOW_BUILD = """
+import sys, time
+from lgd_tf.data import video
+real = video.iter_frames
+def slow(*args, **kwargs):
+    time.sleep(0.25)
+    return real(*args, **kwargs)
+video.iter_frames = slow
+from lgd_tf import build_tfrecords
+sys.exit(build_tfrecords.run(sys.argv))
+"""
+
+
+@pytest.mark.subprocess
+def test_sigkill_mid_build_then_rerun_writes_every_video_once(tmp_path, subprocess_env,
+                                                              capsys):
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    names = [f"v{i}" for i in range(8)]
+    for name in names:
+        helpers.write_video(folder / f"{name}.mp4", helpers.indexed_frames(3, 16, 16),
+                            "libx264")
+    csv_path = tmp_path / "labels.csv"
+    csv_path.write_text("path,label\n" + "".join(f"{n}.mp4,c{i % 2}\n"
+                                                 for i, n in enumerate(names)))
+    out = tmp_path / "out"
+    args = [f"--videos_dir={folder}", f"--labels_csv={csv_path}", f"--output_dir={out}",
+            "--num_shards=4", "--num_workers=1", "--short_side=16"]
+    process = subprocess.Popen([sys.executable, "-c", _SLOW_BUILD, *args],
+                               env=subprocess_env, start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline, finished = time.time() + 120, []
+    while time.time() < deadline and not finished and process.poll() is None:
+        finished = glob.glob(str(out / "train-*.tfrecord"))
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGKILL)  # the command and its worker
+    process.wait(timeout=30)
+    finished = glob.glob(str(out / "train-*.tfrecord"))
+    manifests = glob.glob(str(out / "train.manifest" / "*.json"))
+    assert 1 <= len(finished) < 4, finished  # killed after the first shard was renamed
+    code, stdout, _ = _run(capsys, *args)
+    assert code == 0
+    # A shard with its manifest is kept; one renamed just before the kill, without its
+    # manifest yet, is rebuilt.
+    assert f"kept {len(manifests)} finished shards" in stdout, stdout
+    ids = [m for m, _, _ in helpers.read_media_ids(str(out / "train-*"))]
+    assert sorted(ids) == names  # each video exactly once
+    assert not [n for n in os.listdir(out) if ".tmp" in n]  # the killed run's file removed
