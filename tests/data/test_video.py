@@ -1,5 +1,7 @@
-"""decode_video on real encoded files the test writes itself (PyAV), and its errors."""
+"""The streaming decoder (iter_frames / decode_video) on real files the test writes itself
+(PyAV): codecs, rotation metadata, size changes, resampling, trimming, memory, errors."""
 
+import av
 import numpy as np
 import pytest
 
@@ -62,3 +64,106 @@ def test_missing_file_and_trim_past_the_end(tmp_path):
 def test_invalid_arguments():
     with pytest.raises(ValueError, match="short_side"):
         decode_video("x.mp4", short_side=0)
+
+
+def _corner_frames(n=4, height=16, width=32):
+    """Frames with only the top-left quarter bright (an orientation marker)."""
+    frames = np.zeros((n, height, width, 3), np.uint8)
+    frames[:, : height // 2, : width // 2] = 255
+    return frames
+
+
+def _write(path, frames, codec="libx264", fps=10, rotation=None, gop=None, fmt=None):
+    with av.open(str(path), "w", format=fmt) as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = "yuv420p"
+        if gop is not None:
+            stream.codec_context.gop_size = gop
+        if rotation is not None:
+            stream.set_display_rotation(rotation)
+        for image in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return str(path)
+
+
+# Display-matrix angle (counterclockwise, as PyAV reads it) -> quadrant of the bright corner
+# once shown upright. A phone's `rotate=90` tag is the matrix angle -90: turn clockwise.
+@pytest.mark.parametrize("rotation,bright", [(-90, (0, 1)), (90, (1, 0)), (180, (1, 1))])
+def test_rotation_metadata_is_applied(tmp_path, rotation, bright):
+    frames = _corner_frames()
+    plain = decode_video(_write(tmp_path / "plain.mp4", frames))
+    rotated = decode_video(_write(tmp_path / "rotated.mp4", frames, rotation=rotation))
+    assert plain.shape == (4, 16, 32, 3)
+    assert rotated.shape == ((4, 16, 32, 3) if rotation == 180 else (4, 32, 16, 3))
+    np.testing.assert_array_equal(rotated, np.rot90(plain, rotation // 90, axes=(1, 2)))
+    height, width = rotated.shape[1:3]
+    quadrants = rotated[0, ..., 0].reshape(2, height // 2, 2, width // 2).mean(axis=(1, 3))
+    assert np.unravel_index(np.argmax(quadrants), (2, 2)) == bright
+    assert quadrants.max() > 200 and np.sort(quadrants.ravel())[-2] < 50
+    # The shorter side is taken after rotation: portrait stays portrait.
+    assert video_lib.decode_video(tmp_path / "rotated.mp4", short_side=8).shape[1:3] == (
+        (8, 16) if rotation == 180 else (16, 8))
+
+
+def test_size_change_mid_stream_is_resized_not_dropped(tmp_path):
+    # Two MPEG-TS streams of different sizes, byte-concatenated (FFmpeg's concat protocol).
+    first = _write(tmp_path / "a.ts", helpers.indexed_frames(5, 32, 48), fmt="mpegts")
+    second = _write(tmp_path / "b.ts", helpers.indexed_frames(10, 64, 64)[5:], fmt="mpegts")
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(open(first, "rb").read() + open(second, "rb").read())
+    with av.open(str(joined)) as container:
+        sizes = {(f.height, f.width) for f in container.decode(video=0)}
+    assert sizes == {(32, 48), (64, 64)}  # the file really changes size
+    decoded = decode_video(joined)
+    assert decoded.shape == (10, 32, 48, 3)
+    np.testing.assert_array_equal(helpers.frame_indices(decoded), np.arange(10))
+    assert decode_video(joined, short_side=16).shape == (10, 16, 24, 3)
+
+
+def test_iter_frames_streams_and_matches_decode_video(tmp_path):
+    path = helpers.write_video(tmp_path / "v.mp4", helpers.indexed_frames(20, 32, 32), "libx264",
+                               fps=10)
+    frames = video_lib.iter_frames(path, 16)
+    first = next(frames)  # a generator: one frame at a time
+    assert first.shape == (16, 16, 3)
+    rest = list(frames)
+    np.testing.assert_array_equal(np.stack([first] + rest), decode_video(path, 16))
+    # Up-sampling 10 -> 20 fps: ticks k / 20 s for k <= 38, each the frame at or before it.
+    double = decode_video(path, fps=20)
+    np.testing.assert_array_equal(helpers.frame_indices(double),
+                                  [k // 2 for k in range(39)])
+
+
+def test_trim_after_a_seek_to_the_keyframe_before(tmp_path):
+    # Keyframes every 5 frames: the decoder seeks to t = 2.0 s and drops frames before 2.35 s.
+    path = _write(tmp_path / "v.mp4", helpers.indexed_frames(30, 32, 32), codec="mpeg4",
+                  gop=5)
+    trimmed = decode_video(path, start_time=2.35, end_time=2.75)  # frames at 2.4, 2.5, 2.6, 2.7
+    np.testing.assert_array_equal(helpers.frame_indices(trimmed), [24, 25, 26, 27])
+    np.testing.assert_array_equal(helpers.frame_indices(decode_video(path, start_time=0.05)),
+                                  np.arange(1, 30))
+
+
+def test_peak_memory_of_encoding_does_not_grow_with_length(tmp_path):
+    """tracemalloc sees numpy's (PyAV's, OpenCV's) buffers: encoding 40 frames of 480x640
+    must peak like encoding 10, within two decoded frames (0.9 MB each); holding the decoded
+    frames would add 30 of them (28 MB)."""
+    import tracemalloc
+
+    from lgd_tf.data import builder
+
+    peaks = {}
+    for n in (10, 40):
+        path = _write(tmp_path / f"v{n}.avi", np.repeat(_corner_frames(1, 480, 640), n, 0),
+                      codec="mpeg4")
+        entry = builder.VideoEntry(path, 0, "c", f"v{n}")
+        tracemalloc.start()
+        builder.encode_video(entry, builder.EncodeOptions(short_side=32))
+        peaks[n] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    frame_bytes = 480 * 640 * 3
+    assert peaks[40] - peaks[10] < 2 * frame_bytes, peaks
