@@ -149,9 +149,9 @@ def test_trim_after_a_seek_to_the_keyframe_before(tmp_path):
 
 
 def test_peak_memory_of_encoding_does_not_grow_with_length(tmp_path):
-    """tracemalloc sees numpy's (PyAV's, OpenCV's) buffers: encoding 40 frames of 480x640
-    must peak like encoding 10, within two decoded frames (0.9 MB each); holding the decoded
-    frames would add 30 of them (28 MB)."""
+    """Encoding 40 frames of 480x640 peaks (tracemalloc: buffers numpy allocates) like
+    encoding 10, within two decoded frames (0.9 MB each); holding the decoded frames, as
+    `decode_video`'s stack does, adds 30 of them (28 MB)."""
     import tracemalloc
 
     from lgd_tf.data import builder
