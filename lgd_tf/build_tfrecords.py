@@ -5,14 +5,21 @@ from a folder of videos.
         --output_dir=data/kinetics --num_shards=256 [--flow] [--split=train] [--fps=25]
 
 (also `lgd-build-tfrecords ...` when installed, `python tfrecords/build_tfrecords.py ...` from
-a checkout). The labels CSV is Kinetics `label,youtube_id,time_start,time_end,split` (videos
-found under --videos_dir by youtube id) or `path,label` rows (paths relative to --videos_dir,
-header optional). Frames are resized to a shorter side of --short_side (128) and
-JPEG-encoded; --fps resamples; --flow adds TV-L1 flow (Sec. 5.5). Class indices follow
---class_names (one name per line) or the sorted names; they are written to class_names.txt in
---output_dir (use the training set's file for the validation build). A video that cannot be
-decoded is skipped and listed in the summary; shards already written are kept, so rerunning
-the same command resumes.
+a checkout). The labels CSV names its columns in a header row, in any order (a UTF-8 BOM is
+fine): Kinetics `label,youtube_id,time_start,time_end,split` (media id
+`<youtube_id>_<start:06d>_<end:06d>`; a file of that name under --videos_dir is the trimmed
+segment, else `<youtube_id>.<ext>` is trimmed for each row) or `path,label` (paths relative to
+--videos_dir; media id = the path without its extension; the header may be left out).
+Duplicate rows are dropped and counted. Frames are resized to a shorter side of --short_side
+(128) and JPEG-encoded as they are decoded; --fps resamples; --flow adds TV-L1 flow (Sec.
+5.5). Class indices follow --class_names (one name per line; a label not in it is an error)
+or the sorted names; they are written to class_names.txt in --output_dir (use the training
+set's file for the validation build). A video goes to shard sha256(media id) mod
+--num_shards; `<prefix>.manifest/` records what each finished shard holds. Rerunning with the
+same or a changed CSV leaves exactly its videos in the shards, each once: unchanged shards
+are kept, the others rebuilt (the summary says why); another --num_shards or encode option
+rebuilds all. A video that cannot be decoded, or whose worker process dies twice (e.g. out of
+memory), is skipped and listed in the summary.
 Exit codes: 0 done, 1 failure at run time (e.g. the disk is full), 2 bad usage or input (a
 missing flag, folder or file, a labels CSV with no usable video, no video that decodes).
 """

@@ -4,4 +4,4 @@ from lgd_tf.data import builder, flow, sampling, schema  # noqa: F401
 from lgd_tf.data.demo import DemoData, build_demo_dataset  # noqa: F401
 from lgd_tf.data.pipelines import SkipCounter, eval_dataset, train_dataset  # noqa: F401
 from lgd_tf.data.sampling import eval_views  # noqa: F401
-from lgd_tf.data.video import VideoError, decode_video  # noqa: F401
+from lgd_tf.data.video import VideoError, decode_video, iter_frames  # noqa: F401
