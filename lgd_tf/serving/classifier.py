@@ -3,7 +3,9 @@
 Both score a video the way evaluation does (Sec. 5.2): `lgd_tf.data.eval_views` builds the
 views from the decoded frames and the views' class probabilities are averaged. For a SavedModel
 this is its `serve_frames` signature; for a `.keras` file the same `VideoClassifierModule` is
-built in memory.
+built in memory. `view_probabilities` / `view_embeddings` score views built outside the graph
+(the streaming decode of `lgd_tf.serving.predict` and the timeline) with the `serving_default`
+and `features` signatures, the same model graph on the same views.
 """
 
 import json
@@ -24,9 +26,13 @@ class VideoClassifier:
         sampling: the `module.Sampling` used to build the views.
     """
 
-    def __init__(self, path, serve_frames, class_names, sampling):
+    def __init__(self, path, serve_frames, class_names, sampling, *, serve_clips=None,
+                 features=None):
         self.path = str(path)
         self._serve_frames = serve_frames
+        # Functions of views (B, T, H, W, C): concrete signatures of a SavedModel, or the
+        # module's tf.functions for a .keras model (traced when first called).
+        self._signatures = {module.SERVING_DEFAULT: serve_clips, module.FEATURES: features}
         self.class_names = list(class_names)
         self.sampling = sampling
         spec = tf.nest.flatten(serve_frames.structured_input_signature)[0]
@@ -45,6 +51,33 @@ class VideoClassifier:
                 f"Received: shape {frames.shape}")
         outputs = self._serve_frames(frames=tf.constant(frames, tf.uint8))
         return outputs["probabilities"].numpy()[0]
+
+    def view_probabilities(self, views):
+        """uint8 views `(V, T, H, W, C)` -> probabilities of each view `(V, K)`."""
+        outputs = self._signature(module.SERVING_DEFAULT)(clips=self._views(views))
+        return outputs["probabilities"].numpy()
+
+    def view_embeddings(self, views):
+        """uint8 views `(V, T, H, W, C)` -> L2-normalised g_L of each view `(V, C_L)`."""
+        outputs = self._signature(module.FEATURES)(clips=self._views(views))
+        if module.EMBEDDING in outputs:
+            return outputs[module.EMBEDDING].numpy()
+        # An export made before the features signature had the embedding output.
+        return module.l2_normalize(outputs["global_features"]).numpy()
+
+    def _views(self, views):
+        views = tf.convert_to_tensor(views)
+        if views.shape.rank != 5 or views.shape[0] == 0 or views.shape[-1] != self.input_channels:
+            raise ValueError(
+                f"Expected views (V >= 1, T, H, W, {self.input_channels}). "
+                f"Received: shape {views.shape}")
+        return tf.cast(views, tf.uint8)
+
+    def _signature(self, key):
+        function = self._signatures.get(key)
+        if function is None:
+            raise ValueError(f"{self.path} has no {key} signature (export it again)")
+        return function
 
 
 def load_classifier(path, *, num_clips=None, num_crops=None, short_side=None):
@@ -68,13 +101,16 @@ def load_classifier(path, *, num_clips=None, num_crops=None, short_side=None):
     serving = module.VideoClassifierModule(model, class_names, sampling=sampling,
                                            top_k=len(class_names))
     concrete = serving.serve_frames.get_concrete_function()
-    return VideoClassifier(keras_path, concrete, class_names, sampling)
+    return VideoClassifier(keras_path, concrete, class_names, sampling,
+                           serve_clips=serving.serving_default, features=serving.features)
 
 
 def _load_saved_model(saved_model_dir):
     try:
         loaded = tf.saved_model.load(str(saved_model_dir))
         serve_frames = loaded.signatures[module.SERVE_FRAMES]
+        serve_clips = loaded.signatures.get(module.SERVING_DEFAULT)
+        features = loaded.signatures.get(module.FEATURES)
         class_names = [n.decode("utf-8") for n in loaded.class_names.numpy()]
         sampling = module.Sampling(**json.loads(loaded.sampling_json.numpy().decode("utf-8")))
     except (KeyError, AttributeError) as error:
@@ -82,6 +118,7 @@ def _load_saved_model(saved_model_dir):
             f"{saved_model_dir} is not an lgd_tf export (needs the {module.SERVE_FRAMES} "
             f"signature, class names and sampling). Received: {loading.one_line(error)}"
         ) from error
-    classifier = VideoClassifier(saved_model_dir, serve_frames, class_names, sampling)
+    classifier = VideoClassifier(saved_model_dir, serve_frames, class_names, sampling,
+                                 serve_clips=serve_clips, features=features)
     classifier.loaded = loaded  # keeps the variables alive with the signature
     return classifier

@@ -14,8 +14,11 @@ Signatures (all outputs float32 unless said otherwise):
   `lgd_tf.data.eval_views` and the views' probabilities averaged.
 - `serve_encoded(encoded_frames)`: string `(N,)`, one JPEG per frame of ONE video (for flow
   models a flow JPEG with x, y in channels 0, 1) -> decoded in-graph, then as `serve_frames`.
-- `features(clips)`: uint8 `(B, T, H, W, C)` -> `global_features` g_L `(B, C_L)` and
-  `local_features` P(x_L) `(B, C_L)`, the global average of the final local map (Sec. 3.1).
+- `features(clips)`: uint8 `(B, T, H, W, C)` -> `global_features` g_L `(B, C_L)`,
+  `local_features` P(x_L) `(B, C_L)`, the global average of the final local map (Sec. 3.1),
+  and `embedding` g_L / ||g_L||_2 `(B, C_L)`, the L2-normalised global feature for retrieval
+  (cosine similarity = dot product; `lgd_tf.serving.embeddings.video_embedding` averages it
+  over a video's evaluation views, docs/embeddings.md).
 """
 
 import dataclasses
@@ -29,6 +32,7 @@ SERVE_FRAMES = "serve_frames"
 SERVE_ENCODED = "serve_encoded"
 FEATURES = "features"
 SIGNATURE_KEYS = (SERVING_DEFAULT, SERVE_ENCODED, SERVE_FRAMES, FEATURES)
+EMBEDDING = "embedding"  # output key of the features signature
 
 # Sec. 5.2 inference: short side 120 / 240, 15 clips (3D) / 10 frame triples (2D).
 _EVAL_DEFAULTS = {"3d": {"num_clips": 15, "short_side": 120},
@@ -199,10 +203,17 @@ class VideoClassifierModule(tf.Module):
     def _features(self, clips):
         outputs = self._keras.backbone(clips, training=False)
         local = tf.cast(outputs["local"], tf.float32)
+        global_features = tf.cast(outputs["global"], tf.float32)
         return {
-            "global_features": tf.cast(outputs["global"], tf.float32),
+            "global_features": global_features,
             "local_features": tf.reduce_mean(local, axis=(1, 2, 3)),
+            EMBEDDING: l2_normalize(global_features),
         }
+
+
+def l2_normalize(vectors):
+    """Rows of `vectors` (..., C) divided by their L2 norm (a zero row stays zero)."""
+    return tf.math.l2_normalize(vectors, axis=-1, epsilon=1e-12)
 
 
 class _Untracked:
