@@ -12,13 +12,23 @@ CPU-time ratio LGD / baseline do not count the time other processes hold the cor
 
     python benchmarks/model_throughput.py            # ~15 min on 2 cores
     python benchmarks/model_throughput.py --quick    # ~4 min: 3 rounds, no XLA
+    python benchmarks/model_throughput.py --model_garden_python=VENV/bin/python  # + Model Garden
+
+With `--model_garden_python` (or MODEL_GARDEN_PYTHON) naming the python of a venv made by
+benchmarks/setup_model_garden.sh, TF Model Garden's ResNet3D-50 video classifier (tf_keras,
+Keras 2) is built at the LGD-3D input (16x112x112, same batch) and timed the same way in a
+subprocess of the same run (TF_USE_LEGACY_KERAS=1: Keras 2 cannot share a process with
+Keras 3), against its own matmul peak of the same rounds; then ours / theirs of the train
+step's (and forward's) fraction of the matmul peak is printed.
 
 FLOPs: tf.profiler's float_operation count of the inference graph (a multiply-add is 2
 FLOPs); a train step is counted as 3x the forward FLOPs (forward + two backward products).
 """
 
 import argparse
+import json
 import os
+import subprocess
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -30,11 +40,84 @@ from tensorflow.python.profiler import model_analyzer, option_builder  # noqa: E
 
 import lgd_tf  # noqa: E402
 
+LGD3D = "LGD-3D R50 16x112x112"
 CONFIGS = {
-    "LGD-3D R50 16x112x112": (lgd_tf.models.lgd3d, {}, (16, 112, 112, 3)),
+    LGD3D: (lgd_tf.models.lgd3d, {}, (16, 112, 112, 3)),
     "LGD-2D R50 3x224x224": (lgd_tf.models.lgd2d, {"num_segments": 3}, (3, 224, 224, 3)),
 }
 MATMUL_N = 4096
+
+
+# Runs in the Model Garden venv (tf_keras): builds ResNet3D-50 and times it like `measure`.
+MODEL_GARDEN_WORKER = r"""
+import json, os, sys, time
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+import numpy as np
+import tensorflow as tf
+import tf_keras
+from official.vision.configs import video_classification
+from official.vision.modeling import factory_3d
+from tensorflow.python.profiler import model_analyzer, option_builder
+
+args = json.loads(sys.argv[1])
+batch, clip, n = args["batch"], tuple(args["clip"]), args["matmul_n"]
+
+
+def clock(fn):
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+tf_keras.utils.set_random_seed(0)
+config = video_classification.VideoClassificationModel()  # backbone: ResNet3D50()
+model = factory_3d.build_model("video_classification",
+                               tf_keras.layers.InputSpec(shape=[None, *clip]), config,
+                               num_classes=400)
+spec = tf.TensorSpec((1, *clip), tf.float32)
+graph = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec).graph
+options = option_builder.ProfileOptionBuilder.float_operation()
+options["output"] = "none"
+flops = model_analyzer.profile(graph, options=options).total_float_ops
+loss_fn = tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+x = tf.constant(np.random.default_rng(0).uniform(0, 255, (batch, *clip)), tf.float32)
+y = tf.constant(np.arange(batch) % 400, tf.int32)
+a, b = tf.random.normal((n, n)), tf.random.normal((n, n))
+matmul = tf.function(lambda: tf.reduce_sum(tf.matmul(a, b)))
+result = {"flops": flops, "params": model.count_params(), "tf": tf.__version__,
+          "tf_keras": tf_keras.__version__, "runs": {}}
+for jit in args["jit_modes"]:
+    optimizer = tf_keras.optimizers.SGD(0.01, momentum=0.9)
+
+    @tf.function(jit_compile=jit)
+    def forward(x):
+        return model(x, training=False)
+
+    @tf.function(jit_compile=jit)
+    def train_step(x, y):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(y, model(x, training=True))
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return loss
+
+    timers = {"matmul": lambda: matmul().numpy(), "forward": lambda: forward(x).numpy(),
+              "train": lambda: train_step(x, y).numpy()}
+    try:
+        for fn in timers.values():
+            fn()
+    except Exception as error:
+        result["runs"][str(jit)] = {"error": f"{type(error).__name__}: "
+                                             + (str(error).splitlines() or [""])[0][:160]}
+        continue
+    best = {key: [float("inf"), float("inf")] for key in timers}
+    for _ in range(args["rounds"]):
+        for key, fn in timers.items():
+            wall, cpu = clock(fn)
+            best[key] = [min(best[key][0], wall), min(best[key][1], cpu)]
+    result["runs"][str(jit)] = best
+print("RESULT " + json.dumps(result))
+"""
 
 
 def clock(fn):
@@ -108,6 +191,7 @@ def report(title, clip_shape, batch, models, best, jit):
     flops = {k: forward_flops(m, clip_shape) for k, m in models.items()}
     print(f"\n{title}, jit_compile={jit}: fp32 matmul peak {peak:.1f} GFLOP/s wall, "
           f"{cpu_peak:.1f} GFLOP per CPU-second (best {MATMUL_N}^3 tf.matmul of the same rounds)")
+    fractions = {}
     for use_lgd in (True, False):
         name = "LGD     " if use_lgd else "baseline"
         f = flops[use_lgd]
@@ -119,6 +203,7 @@ def report(title, clip_shape, batch, models, best, jit):
               f"params | forward {batch / fwd:5.2f} clips/s {fwd_gflops:6.1f} GFLOP/s "
               f"({fwd_gflops / peak:.2f} of peak) | train step {batch / train:5.2f} clips/s "
               f"{train_gflops:6.1f} GFLOP/s ({train_gflops / peak:.2f} of peak)")
+        fractions[use_lgd] = (fwd_gflops / peak, train_gflops / peak)
         fwd_cpu = batch * f / best[(use_lgd, "forward")][1] / 1e9
         train_cpu = 3 * batch * f / best[(use_lgd, "train")][1] / 1e9
         print(f"           per CPU-second: forward {fwd_cpu:6.1f} GFLOP ({fwd_cpu / cpu_peak:.2f} "
@@ -127,6 +212,63 @@ def report(title, clip_shape, batch, models, best, jit):
     for kind in ("forward", "train"):
         (lw, lc), (bw, bc) = best[(True, kind)], best[(False, kind)]
         print(f"  LGD / baseline {kind:7}: wall time {lw / bw:.3f}, CPU time {lc / bc:.3f}")
+    return fractions
+
+
+def run_model_garden(python, batch, rounds, jit_modes):
+    """Model Garden's figures from a subprocess in its venv, or an error string."""
+    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2")
+    env.pop("PYTHONPATH", None)
+    request = {"batch": batch, "clip": list(CONFIGS[LGD3D][2]), "rounds": rounds,
+               "matmul_n": MATMUL_N, "jit_modes": list(jit_modes)}
+    try:
+        done = subprocess.run([python, "-c", MODEL_GARDEN_WORKER, json.dumps(request)], env=env,
+                              capture_output=True, text=True, timeout=3600)
+    except (OSError, subprocess.SubprocessError) as error:
+        return f"{type(error).__name__}: {error}"
+    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")]
+    if done.returncode != 0 or not lines:
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1][:200]
+        return f"exit status {done.returncode}: {tail}"
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def report_model_garden(result, ours, batch):
+    """Model Garden's rows and ours / theirs of the fractions of the matmul peak;
+    `ours` maps jit to (forward fraction, train fraction) of LGD-3D R50."""
+    title = f"TF Model Garden ResNet3D-50 {'x'.join(map(str, CONFIGS[LGD3D][2][:3]))}"
+    if isinstance(result, str):
+        print(f"\n{title}: failed ({result})")
+        return
+    f = result["flops"]
+    for jit, best in result["runs"].items():
+        print(f"\n{title} (tf-models-official on TensorFlow {result['tf']}, tf_keras "
+              f"{result['tf_keras']}, subprocess), jit_compile={jit}:", end="")
+        if "error" in best:
+            print(f" failed ({best['error']})")
+            continue
+        peak = 2 * MATMUL_N**3 / best["matmul"][0] / 1e9
+        cpu_peak = 2 * MATMUL_N**3 / best["matmul"][1] / 1e9
+        fwd, train = best["forward"][0], best["train"][0]
+        fwd_gflops, train_gflops = batch * f / fwd / 1e9, 3 * batch * f / train / 1e9
+        fwd_cpu = batch * f / best["forward"][1] / 1e9
+        train_cpu = 3 * batch * f / best["train"][1] / 1e9
+        print(f" fp32 matmul peak {peak:.1f} GFLOP/s wall, {cpu_peak:.1f} GFLOP per CPU-second "
+              "(its own rounds)")
+        print(f"  Model Garden {f / 1e9:6.2f} GFLOP/clip, {result['params']:>11,} params | "
+              f"forward {batch / fwd:5.2f} clips/s {fwd_gflops:6.1f} GFLOP/s "
+              f"({fwd_gflops / peak:.2f} of peak) | train step {batch / train:5.2f} clips/s "
+              f"{train_gflops:6.1f} GFLOP/s ({train_gflops / peak:.2f} of peak)")
+        print(f"           per CPU-second: forward {fwd_cpu:6.1f} GFLOP ({fwd_cpu / cpu_peak:.2f} "
+              f"of matmul's), train step {train_cpu:6.1f} GFLOP ({train_cpu / cpu_peak:.2f} "
+              "of matmul's)")
+        key = jit == "True"
+        if key in ours:
+            (ours_fwd, ours_train) = ours[key]
+            print(f"  ours (LGD-3D R50) / theirs (ResNet3D-50) on the fraction of matmul peak: "
+                  f"train step {ours_train:.2f} / {train_gflops / peak:.2f} = "
+                  f"{ours_train / (train_gflops / peak):.2f}, forward {ours_fwd:.2f} / "
+                  f"{fwd_gflops / peak:.2f} = {ours_fwd / (fwd_gflops / peak):.2f}")
 
 
 def main():
@@ -134,13 +276,16 @@ def main():
     parser.add_argument("--quick", action="store_true", help="3 rounds, no XLA")
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--model_garden_python", default=os.environ.get("MODEL_GARDEN_PYTHON"),
+                        help="python of the venv of benchmarks/setup_model_garden.sh: adds TF "
+                        "Model Garden's ResNet3D-50 (default: $MODEL_GARDEN_PYTHON)")
     args = parser.parse_args()
     rounds = args.rounds or (3 if args.quick else 5)
     jit_modes = (False,) if args.quick else (False, True)
     print(f"TensorFlow {tf.__version__}, keras {keras.__version__}, {os.cpu_count()} CPU "
           f"cores, batch {args.batch}, best of {rounds} rounds; stage-2 head, 400 classes")
     matmul = matmul_fn()
-    seconds = {}
+    seconds, ours = {}, {}
     for title, (builder, kwargs, clip_shape) in CONFIGS.items():
         for jit in jit_modes:
             try:
@@ -150,9 +295,14 @@ def main():
                 print(f"\n{title}, jit_compile={jit}: failed "
                       f"({type(error).__name__}: {str(error).splitlines()[0][:160]})")
                 continue
-            report(title, clip_shape, args.batch, models, best, jit)
+            fractions = report(title, clip_shape, args.batch, models, best, jit)
             seconds[(title, jit)] = best
+            if title == LGD3D:
+                ours[jit] = fractions[True]
             del models
+    if args.model_garden_python:
+        report_model_garden(run_model_garden(args.model_garden_python, args.batch, rounds,
+                                             jit_modes), ours, args.batch)
     for title in CONFIGS:
         if (title, False) in seconds and (title, True) in seconds:
             plain, xla = seconds[(title, False)], seconds[(title, True)]
