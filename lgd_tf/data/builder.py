@@ -197,7 +197,12 @@ def _pool_results(jobs, worker, num_workers):
             if pool is None:
                 pool = concurrent.futures.ProcessPoolExecutor(num_workers, mp_context=context)
             for job in jobs:
-                window.append((job, pool.submit(worker, job)))
+                try:
+                    future = pool.submit(worker, job)
+                except concurrent.futures.process.BrokenProcessPool as error:
+                    future = concurrent.futures.Future()  # retried below, as the others
+                    future.set_exception(error)
+                window.append((job, future))
                 if len(window) >= 2 * num_workers + 2:
                     break
             if not window:
