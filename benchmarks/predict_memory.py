@@ -1,6 +1,7 @@
-"""Memory of `predict` over many videos in one process: RSS after video 1, 50, 100, 150, 200.
+"""Memory of `predict`: over many videos in one process, and against the video's length.
 
-    python benchmarks/predict_memory.py [--num_videos=200] [--mode=loaded|path]
+    python benchmarks/predict_memory.py [--num_videos=200] [--mode=loaded|path|reload]
+    python benchmarks/predict_memory.py --mode=length [--lengths=300,3000] [--size=320x240]
 
 A tiny LGD-3D (random weights; memory does not depend on them) is exported
 (`lgd_tf.serving.export.export_model`) with the default Sec. 5.2 sampling (15 clips, shorter side
@@ -14,11 +15,22 @@ as growth):
                  new model versions; shows what a load leaves behind).
 Prints RSS (VmRSS of /proc/self/status) at each checkpoint, the growth from video 1 and from
 video 50 (after warm-up) to the last, and MB per 100 videos.
+
+  --mode=length  peak RSS against the video's length: one video per length (moving noise,
+                 320x240, 25 fps), each scored in a fresh process (ru_maxrss is a process's
+                 peak) by the streaming `predict_video` and, for comparison, by the whole-video
+                 path (`video_frames` + `VideoClassifier.video_probabilities`, every frame
+                 decoded and held); prints peak RSS per length and path and the difference
+                 between the longest and the shortest video.
 """
 
 import argparse
+import json
 import os
 import pathlib
+import resource
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -73,11 +85,94 @@ def export_tiny_model(folder):
     return export.export_model(model, folder / "export", top_k=5).saved_model_dir
 
 
+def write_long_video(path, num_frames, height, width, fps=25):
+    """`num_frames` of moving noise, encoded as they are made (the writer holds one frame)."""
+    rng = np.random.default_rng(num_frames)
+    base = rng.integers(0, 256, (height, width * 2, 3), dtype=np.uint8)
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("mpeg4", rate=fps)
+        stream.height, stream.width = height, width
+        stream.pix_fmt = "yuv420p"
+        for i in range(num_frames):
+            shift = (3 * i) % width
+            frame = np.ascontiguousarray(base[:, shift:shift + width])
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def score_one(args):
+    """Child process of --mode=length: scores one video, prints its figures as JSON."""
+    from lgd_tf.serving import classifier as classifier_lib
+    from lgd_tf.serving import predict
+
+    clf = classifier_lib.load_classifier(args.export)
+    loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    started = time.perf_counter()
+    if args.path == "stream":
+        probabilities = predict.predict_video(clf, args.video).probabilities
+    else:
+        frames = predict.video_frames(args.video, 3, clf.sampling.short_side)
+        probabilities = clf.video_probabilities(frames)
+    seconds = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"loaded_mb": loaded, "peak_mb": peak, "seconds": seconds,
+                      "probabilities": [float(p) for p in probabilities]}))
+
+
+def length_mode(args):
+    lengths = [int(n) for n in args.lengths.split(",")]
+    width, height = (int(v) for v in args.size.lower().split("x"))
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = pathlib.Path(tmp)
+        saved_model = export_tiny_model(folder)
+        for n in lengths:
+            video = folder / f"noise_{n}.mp4"
+            write_long_video(video, n, height, width)
+            for path in args.paths.split(","):
+                result = subprocess.run(
+                    [sys.executable, __file__, "--mode=_one", f"--export={saved_model}",
+                     f"--video={video}", f"--path={path}"],
+                    capture_output=True, text=True, env=env, check=True)
+                results[n, path] = json.loads(result.stdout.strip().splitlines()[-1])
+    print(f"predict_memory: mode=length, {width}x{height} moving noise at 25 fps, tiny LGD-3D "
+          f"SavedModel, 15 clips x 8 frames, short side 120; one fresh process per video")
+    print(f"{'frames':>7} {'path':>7} {'RSS loaded MB':>14} {'peak RSS MB':>12} {'seconds':>8}")
+    for (n, path), r in results.items():
+        print(f"{n:>7} {path:>7} {r['loaded_mb']:>14.1f} {r['peak_mb']:>12.1f} "
+              f"{r['seconds']:>8.1f}")
+    short, long = min(lengths), max(lengths)
+    for path in args.paths.split(","):
+        a, b = results[short, path]["peak_mb"], results[long, path]["peak_mb"]
+        print(f"{path}: peak RSS {long} frames - {short} frames = {b - a:+.1f} MB "
+              f"({a:.1f} -> {b:.1f} MB)")
+    if "stream" in args.paths and "whole" in args.paths:
+        gap = max(abs(np.subtract(results[n, "stream"]["probabilities"],
+                                  results[n, "whole"]["probabilities"])).max()
+                  for n in lengths)
+        print(f"stream vs whole-video scores: max |difference| {gap:.2e}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--num_videos", type=int, default=200)
-    parser.add_argument("--mode", choices=["loaded", "path", "reload"], default="loaded")
+    parser.add_argument("--mode", choices=["loaded", "path", "reload", "length", "_one"],
+                        default="loaded")
+    parser.add_argument("--lengths", default="300,3000", help="--mode=length: frame counts")
+    parser.add_argument("--size", default="320x240", help="--mode=length: WIDTHxHEIGHT")
+    parser.add_argument("--paths", default="stream,whole",
+                        help="--mode=length: stream (predict_video) and/or whole")
+    parser.add_argument("--export", help=argparse.SUPPRESS)
+    parser.add_argument("--video", help=argparse.SUPPRESS)
+    parser.add_argument("--path", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.mode == "_one":
+        return score_one(args)
+    if args.mode == "length":
+        return length_mode(args)
 
     from lgd_tf.serving import classifier as classifier_lib
     from lgd_tf.serving import predict

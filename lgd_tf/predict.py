@@ -14,12 +14,21 @@ the late fusion `(1 - w) * rgb + w * flow`, w = `--fusion_weight`. A model takin
 a flow model and gets TV-L1 flow computed from the video; if both models have the same
 modality, w is the weight of the `--fuse_with` model.
 
+Timeline: `--timeline=PREFIX` also slides a window (one clip) over the whole video, every
+`--window_stride` frames (default: the clip length), and writes PREFIX.csv (one row per
+window: start and end in seconds, top-k labels and scores) and PREFIX.png (the top classes'
+scores over time, the video-level top-k in the title); see lgd_tf/serving/timeline.py. It takes
+one model (no --fuse_with).
+
+The video is decoded streaming: memory does not depend on its length.
+
 Exit codes: 0 success; 1 failure at run time (e.g. out of memory); 2 bad usage or input (a bad
 or missing flag, a wrong model path or a model that cannot be loaded, an unreadable or empty
 video). Errors are one line on stderr.
 """
 
 import json
+import os
 import sys
 
 from absl import flags
@@ -52,16 +61,28 @@ def define_flags(fv):
                          flag_values=fv)
     flags.DEFINE_integer("short_side", None, ".keras models only: shorter side the frames are "
                          "resized to (default 120 for 3D, 240 for 2D).", flag_values=fv)
+    flags.DEFINE_string("timeline", None, "write PREFIX.csv and PREFIX.png: scores of a window "
+                        "slid over the video.", flag_values=fv)
+    flags.DEFINE_integer("window_stride", None, "with --timeline: frames between window "
+                         "starts (default: the clip length).", flag_values=fv)
 
 
 def _check_flags(fv):
-    for name in ("top_k", "num_clips", "short_side"):
+    for name in ("top_k", "num_clips", "short_side", "window_stride"):
         if fv[name].value is not None and fv[name].value < 1:
             raise ValueError(f"--{name} must be >= 1. Received: {fv[name].value}")
     if fv.num_crops not in (None, 1, 3):
         raise ValueError(f"--num_crops must be 1 or 3. Received: {fv.num_crops}")
     if not 0.0 <= fv.fusion_weight <= 1.0:
         raise ValueError(f"--fusion_weight must be in [0, 1]. Received: {fv.fusion_weight}")
+    if fv.timeline is not None:
+        if fv.fuse_with is not None:
+            raise ValueError("--timeline takes one model; drop --fuse_with")
+        folder = os.path.dirname(os.path.abspath(fv.timeline))
+        if not os.path.isdir(folder):
+            raise ValueError(f"--timeline: no folder {folder}. Received: {fv.timeline}")
+    elif fv.window_stride is not None:
+        raise ValueError("--window_stride needs --timeline=PREFIX")
 
 
 def predict(fv):
@@ -69,10 +90,27 @@ def predict(fv):
     prediction = predict_video(
         fv.model, fv.video, fuse_with=fv.fuse_with, fusion_weight=fv.fusion_weight,
         num_clips=fv.num_clips, num_crops=fv.num_crops, short_side=fv.short_side)
+    written = None
+    if fv.timeline is not None:
+        from lgd_tf.serving import timeline as timeline_lib
+        from lgd_tf.serving.predict import as_classifier
+
+        classifier = as_classifier(fv.model, num_clips=fv.num_clips, num_crops=fv.num_crops,
+                                   short_side=fv.short_side)
+        timeline = timeline_lib.video_timeline(classifier, fv.video,
+                                               window_stride=fv.window_stride,
+                                               with_prediction=False)
+        timeline.prediction = prediction
+        written = timeline_lib.write_timeline(timeline, fv.timeline, k=fv.top_k)
     if fv.json:
-        print(json.dumps(prediction.as_json(fv.top_k)), flush=True)
+        output = prediction.as_json(fv.top_k)
+        if written is not None:
+            output["timeline"] = {"csv": written[0], "png": written[1]}
+        print(json.dumps(output), flush=True)
     else:
         print(format_text(prediction, fv.top_k), flush=True)
+        if written is not None:
+            print(f"timeline: {written[0]}, {written[1]}", flush=True)
 
 
 COMMAND = Command(PROGRAM, __doc__, define_flags, predict, required=["model", "video"])

@@ -229,6 +229,13 @@ def predict_video(model, video, *, fuse_with=None, fusion_weight=fusion.DEFAULT_
     )
 
 
+def as_classifier(model, *, num_clips=None, num_crops=None, short_side=None):
+    """A loaded `VideoClassifier` for a model path (kept as `predict_video` keeps it) or the
+    classifier itself; the overrides apply to `.keras` models."""
+    overrides = {"num_clips": num_clips, "num_crops": num_crops, "short_side": short_side}
+    return _as_classifier(model, overrides)
+
+
 def _as_classifier(model, overrides):
     if isinstance(model, classifier_lib.VideoClassifier):
         return model
