@@ -15,8 +15,9 @@ class LocalGlobalSketch(keras.layers.Layer):
     Args:
         sketch_dim: output dimension d of TS; the layer outputs 2 d features.
         seed: seed of TS's hashes and signs.
-        signed_sqrt_l2: optional (off in the paper): signed square root and L2 normalisation
-            of the concatenated features, as in compact bilinear pooling (Gao et al. 2016).
+        signed_sqrt_l2: signed square root and L2 normalisation of the concatenated features,
+            as in compact bilinear pooling (Gao et al. 2016, after Lin et al. 2015); the paper
+            does not say. Off here (the bare Eq. 5); the classifier and builders turn it on.
 
     Call on `[x_L, g_L]` with x_L `(B, T, H, W, C)`, g_L `(B, C)`; returns `(B, 2 d)` float32.
     """

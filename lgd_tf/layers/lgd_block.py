@@ -27,15 +27,21 @@ class LGDBlock(keras.layers.Layer):
             its last ReLU (e.g. `P3DBottleneck`, `Bottleneck2D`).
         rank_ratio: C / C-hat (16 in the paper).
         variant: "lgd", "v1" or "v2".
-        zero_init_global_residual: initialise W^{x,g} to zero (its W1 factor), so the block
-            starts as the plain residual unit (Sec. 5.2).
+        zero_init_global_residual: W^{x,g} = 0 at init (its W1 factor zero, W2 Glorot, so both
+            still train). Sec. 5.2 does this only with ImageNet initialisation, where it makes
+            the "lgd" and "v1" blocks start as the plain residual unit; from scratch every W,
+            W^{x,g} included, is Glorot (the default, False). For "v2" (Eq. 9) the gate is
+            sigmoid(W^{x,g} g): with W^{x,g} = 0 it is exactly 0.5 everywhere, so the block
+            starts as ReLU(F(x) / 2) and halves the local path in every block (the paper says
+            nothing else about v2's initialisation); with Glorot W^{x,g} the gate starts at
+            sigmoid of a random projection of g, around 0.5 but different per channel and clip.
         kernel_initializer: initialiser of the projection factors (Glorot, Sec. 5.2).
 
     Call on `[x, g]` with x `(B, T, H, W, C_in)`, g `(B, C_g)`; returns `[x_l, g_l]` with
     x_l `(B, T', H', W', C)` and g_l `(B, C)`.
     """
 
-    def __init__(self, local_unit, rank_ratio=16, variant="lgd", zero_init_global_residual=True,
+    def __init__(self, local_unit, rank_ratio=16, variant="lgd", zero_init_global_residual=False,
                  kernel_initializer="glorot_uniform", **kwargs):
         super().__init__(**kwargs)
         if variant not in VARIANTS:

@@ -126,7 +126,7 @@ class _Backbone(keras.Model):
 
     def __init__(self, depth=50, stage_blocks=None, base_filters=64, num_frames=16,
                  input_channels=3, long_clip=False, use_lgd=True, variant="lgd",
-                 rank_ratio=16, zero_init_global_residual=True, name="backbone", **kwargs):
+                 rank_ratio=16, zero_init_global_residual=False, name="backbone", **kwargs):
         stage_blocks = None if stage_blocks is None else [int(b) for b in stage_blocks]
         inputs, outputs = _build(
             temporal=self.temporal, depth=depth, stage_blocks=stage_blocks,

@@ -13,8 +13,8 @@ from lgd_tf.models.inflation import inflate_backbone, load_keras_resnet
 
 def lgd3d(depth=50, num_classes=400, *, head="stage2", num_frames=16, input_channels=3,
           long_clip=False, use_lgd=True, variant="lgd", rank_ratio=16, stage_blocks=None,
-          base_filters=64, zero_init_global_residual=True, sketch_dim=8192,
-          sketch_signed_sqrt_l2=False, weights=None, inflate_from=None, name="lgd3d"):
+          base_filters=64, zero_init_global_residual=None, sketch_dim=8192,
+          sketch_signed_sqrt_l2=True, weights=None, inflate_from=None, name="lgd3d"):
     """LGD-3D (Sec. 4.2, Table 1) on raw clips `(B, num_frames, H, W, input_channels)`.
 
     Args:
@@ -31,15 +31,29 @@ def lgd3d(depth=50, num_classes=400, *, head="stage2", num_frames=16, input_chan
         stage_blocks: units per stage, e.g. (1, 1, 1, 1) for tiny models.
         base_filters: width of conv1 and res2 (64); stage s has base_filters * 2^(s-2)
             bottleneck filters and 4x as many outputs.
-        zero_init_global_residual: W^{x,g} = 0 at init (Sec. 5.2).
+        zero_init_global_residual: W^{x,g} = 0 at init. None (default) follows Sec. 5.2:
+            zero with `inflate_from` (the global residual vanishes when training begins),
+            Glorot from scratch (every W Glorot). True / False force either. For
+            `variant="v2"` see `LGDBlock`: zero W^{x,g} means a 0.5 gate everywhere.
         sketch_dim: Tensor Sketch dimension d of the stage-2 head.
-        sketch_signed_sqrt_l2: optional normalisation of the Eq. 5 features (not in the paper).
+        sketch_signed_sqrt_l2: signed square root and L2 normalisation of the Eq. 5 features
+            (default True). The paper does not say how its features are normalised; the
+            Tensor Sketch it uses (Gao et al. 2016, "Compact Bilinear Pooling") follows the
+            bilinear CNN of Lin et al. 2015 and applies both before the classifier. Without
+            them the Eq. 5 features of an initialised network give logits of 35-50 and a
+            first stage-2 cross-entropy of 10-57 (tests/models/test_stage2_start.py).
+            False gives the bare Eq. 5 features.
         weights: path of a trained lgd model (.keras or .weights.h5): backbone weights always,
             head weights only where they fit (same num_classes and head).
-        inflate_from: path of a keras.applications ResNet weights file of the same depth
-            (Sec. 5.2 initialisation).
+        inflate_from: Sec. 5.2 initialisation from a 2-D ImageNet ResNet of the same depth:
+            a `keras.applications` ResNet50/101/152 weights file (.h5 / .weights.h5), or
+            "imagenet" to let `keras.applications` download them (needs internet). Spatial
+            kernels and BatchNorms are copied, temporal kernels start as the identity; the
+            inflated net computes the 2-D net per frame in inference mode only
+            (`lgd_tf.models.inflate_backbone`).
         name: model name.
     """
+    zero_init_global_residual = _zero_init(zero_init_global_residual, inflate_from)
     backbone = LGD3DBackbone(
         depth=depth, stage_blocks=stage_blocks, base_filters=base_filters,
         num_frames=num_frames, input_channels=input_channels, long_clip=long_clip,
@@ -52,12 +66,13 @@ def lgd3d(depth=50, num_classes=400, *, head="stage2", num_frames=16, input_chan
 
 def lgd2d(depth=50, num_classes=400, *, num_segments=3, head="stage2", input_channels=3,
           use_lgd=True, variant="lgd", rank_ratio=16, stage_blocks=None, base_filters=64,
-          zero_init_global_residual=True, sketch_dim=8192, sketch_signed_sqrt_l2=False,
+          zero_init_global_residual=None, sketch_dim=8192, sketch_signed_sqrt_l2=True,
           weights=None, inflate_from=None, name="lgd2d"):
     """LGD-2D (Sec. 4.1) on `(B, num_segments, H, W, input_channels)`, one frame per segment.
 
     `use_lgd=False` gives the TSN baseline. Other arguments as `lgd3d`.
     """
+    zero_init_global_residual = _zero_init(zero_init_global_residual, inflate_from)
     backbone = LGD2DBackbone(
         depth=depth, stage_blocks=stage_blocks, base_filters=base_filters,
         num_frames=num_segments, input_channels=input_channels, use_lgd=use_lgd,
@@ -68,10 +83,18 @@ def lgd2d(depth=50, num_classes=400, *, num_segments=3, head="stage2", input_cha
                    inflate_from, depth, name)
 
 
+def _zero_init(zero_init_global_residual, inflate_from):
+    """Sec. 5.2: W^{x,g} = 0 with ImageNet initialisation, Glorot from scratch."""
+    if zero_init_global_residual is None:
+        return inflate_from is not None
+    return bool(zero_init_global_residual)
+
+
 def _finish(backbone, num_classes, head, sketch_dim, sketch_signed_sqrt_l2, weights,
             inflate_from, depth, name):
     if inflate_from is not None:
-        inflate_backbone(backbone, load_keras_resnet(inflate_from, depth))
+        inflate_backbone(backbone, load_keras_resnet(inflate_from, depth),
+                         zero_global_residual=backbone.zero_init_global_residual)
     if head is None:
         model = backbone
     else:

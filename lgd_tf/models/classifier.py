@@ -23,12 +23,13 @@ class LGDClassifier(keras.Model):
         head: "stage1" or "stage2".
         sketch_dim: output dimension d of the Tensor Sketch (stage 2).
         sketch_seed: seed of the Tensor Sketch hashes and signs.
-        sketch_signed_sqrt_l2: signed square root + L2 normalisation of the Eq. 5 features
-            (not in the paper; off by default).
+        sketch_signed_sqrt_l2: signed square root + L2 normalisation of the Eq. 5 features, as
+            the Tensor Sketch reference does (Gao et al. 2016, after Lin et al. 2015); the
+            paper does not say. On by default; see `lgd_tf.models.lgd3d`.
     """
 
     def __init__(self, backbone, num_classes, head="stage2", sketch_dim=8192, sketch_seed=0,
-                 sketch_signed_sqrt_l2=False, **kwargs):
+                 sketch_signed_sqrt_l2=True, **kwargs):
         if head not in HEADS:
             raise ValueError(f"`head` must be one of {HEADS} or None. Received: {head!r}")
         if int(num_classes) < 1:

@@ -3,7 +3,13 @@
 Spatial kernels and BatchNorms are copied from a `keras.applications` ResNet50/101/152
 weights file, temporal kernels start as the identity (with an identity BatchNorm), and
 W^{x,g} is zero, so on a static clip every frame of the local path computes what the 2-D
-ResNet computes on that frame (LGD-3D has no spatial max pool, Table 1).
+ResNet computes on that frame (LGD-3D has no spatial max pool, Table 1) -- in inference mode
+(`training=False`) only. In training mode every BatchNorm normalises with the batch's
+statistics; the copied spatial ones see the same statistics as in the 2-D net, but the
+temporal ones, whose moving statistics make them the identity, renormalise the identity
+conv's output to zero mean and unit variance, so the local path differs from the 2-D net's
+from the first temporal BatchNorm on (measured in tests/models/test_inflation.py: > 0.1
+relative, against < 1e-4 in inference mode).
 
 The Keras ResNets are Caffe-style: BGR input minus a per-channel mean, conv biases before
 each BatchNorm. We reverse conv1's input channels to read RGB, set the backbone's pixel
@@ -24,11 +30,17 @@ CAFFE_RGB_MEAN = (123.68, 116.779, 103.939)
 
 
 def load_keras_resnet(path, depth):
-    """The `keras.applications` ResNet of `depth` with the weights file at `path`."""
+    """The `keras.applications` ResNet of `depth` with the weights file at `path`.
+
+    `path="imagenet"` passes `weights="imagenet"` to `keras.applications`, which downloads
+    the ImageNet weights (internet needed; the tests can only check that this call is made).
+    """
     if depth not in KERAS_RESNETS:
         raise ValueError(
             f"Inflation needs depth in {sorted(KERAS_RESNETS)}. Received: depth={depth}")
     builder = KERAS_RESNETS[depth]
+    if str(path) == "imagenet":
+        return builder(weights="imagenet", include_top=False, input_shape=(None, None, 3))
     try:
         return builder(weights=str(path), include_top=False, input_shape=(None, None, 3))
     except ValueError:
@@ -71,8 +83,12 @@ def _identity_temporal(conv, bn):
     _set(bn, [np.ones(n), np.zeros(n), np.zeros(n), np.full(n, 1.0 - bn.epsilon)])
 
 
-def inflate_backbone(backbone, resnet):
-    """Copy a 2-D Keras ResNet into an LGD backbone in place (Sec. 5.2)."""
+def inflate_backbone(backbone, resnet, zero_global_residual=True):
+    """Copy a 2-D Keras ResNet into an LGD backbone in place (Sec. 5.2).
+
+    `zero_global_residual=True` (Sec. 5.2) sets W^{x,g} to zero in every LGD block; False
+    keeps the backbone's initialisation of W^{x,g}.
+    """
     for stage, blocks in zip((2, 3, 4, 5), backbone.blocks, strict=True):
         names = {layer.name for layer in resnet.layers}
         available = sum(f"conv{stage}_block{b}_1_conv" in names for b in range(1, 64))
@@ -110,7 +126,7 @@ def inflate_backbone(backbone, resnet):
                 _set(getattr(unit, bn), bn_weights)
             if backbone.temporal:
                 _identity_temporal(unit.conv_t, unit.bn_t)
-            if backbone.use_lgd:
+            if backbone.use_lgd and zero_global_residual:
                 lgd = backbone.get_layer(f"res{stage}_block{block}")
                 lgd.global_to_local.up.assign(np.zeros(lgd.global_to_local.up.shape, "float32"))
     return backbone

@@ -52,13 +52,45 @@ def test_block_matches_numpy_equations(variant):
 
 def test_zero_init_global_residual_starts_as_the_residual_unit():
     unit = P3DBottleneck(4)
-    block = LGDBlock(unit, rank_ratio=4)
+    block = LGDBlock(unit, rank_ratio=4, zero_init_global_residual=True)
     x = RNG.normal(size=(1, 2, 4, 4, 16)).astype("float32")
     g = RNG.normal(size=(1, 16)).astype("float32")
     x_out, _ = block([x, g])
     np.testing.assert_array_equal(block.global_to_local.up.numpy(), 0.0)
     assert np.abs(block.global_to_local.down.numpy()).max() > 0
     np.testing.assert_allclose(x_out, relu(unit(x).numpy()), atol=1e-6)
+
+
+def test_default_w_xg_is_glorot_like_every_w():
+    """Sec. 5.2 from scratch: every W, W^{x,g} included, Glorot (uniform: |w| <= limit)."""
+    block = LGDBlock(P3DBottleneck(16), rank_ratio=4)  # C = 64, rank 16
+    block.build([(None, 2, 4, 4, 64), (None, 64)])
+    assert block.zero_init_global_residual is False
+    for projection in (block.global_to_local, block.local_to_global, block.global_to_global):
+        for w in (projection.down.numpy(), projection.up.numpy()):
+            limit = np.sqrt(6.0 / sum(w.shape))
+            assert np.abs(w).max() <= limit
+            np.testing.assert_allclose(w.std(), limit / np.sqrt(3.0), rtol=0.15)
+
+
+def test_v2_gate_at_init():
+    """Eq. 9 at init: zero W^{x,g} -> the gate is 0.5 everywhere (x_l = ReLU(F / 2)); Glorot
+    W^{x,g} -> sigmoid of a random projection of g, spread around 0.5."""
+    x = RNG.normal(size=(2, 2, 4, 4, 64)).astype("float32")
+    g = relu(RNG.normal(size=(2, 64))).astype("float32")
+    zero = LGDBlock(P3DBottleneck(16), rank_ratio=4, variant="v2",
+                    zero_init_global_residual=True)
+    x_zero, _ = zero([x, g])
+    f = zero.local_unit(x).numpy()
+    np.testing.assert_allclose(x_zero, relu(0.5 * f), rtol=1e-6, atol=1e-6)
+    glorot = LGDBlock(P3DBottleneck(16), rank_ratio=4, variant="v2")
+    x_glorot, _ = glorot([x, g])
+    gate = sigmoid(g @ dense(glorot.global_to_local))
+    np.testing.assert_allclose(x_glorot, relu(glorot.local_unit(x).numpy() * gate[:, None, None,
+                                                                                 None]),
+                               rtol=1e-5, atol=1e-5)
+    assert 0.4 < gate.mean() < 0.6 and gate.std() > 0.02, (gate.mean(), gate.std())
+    assert np.abs(gate - 0.5).max() > 0.05
 
 
 @pytest.mark.parametrize("channels,in_channels", [(256, 256), (512, 256), (2048, 1024)])

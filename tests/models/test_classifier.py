@@ -33,8 +33,10 @@ def numpy_sketch(v, layer):
     return np.fft.irfft(out[0] * out[1], n=d, axis=-1)
 
 
-def test_stage2_head_is_eq_4_5():
-    model = lgd_tf.models.lgd3d(num_classes=5, sketch_dim=32, **TINY)
+@pytest.mark.parametrize("normalised", [False, True], ids=["bare_eq5", "signed_sqrt_l2"])
+def test_stage2_head_is_eq_4_5(normalised):
+    model = lgd_tf.models.lgd3d(num_classes=5, sketch_dim=32, sketch_signed_sqrt_l2=normalised,
+                                **TINY)
     x = clip()
     logits = model(x)["combined"].numpy()
     features = model.get_layer("backbone")(x)
@@ -42,6 +44,9 @@ def test_stage2_head_is_eq_4_5():
     sketch = model.get_layer("local_global_sketch").sketch
     phi = np.concatenate([numpy_sketch(local, sketch).mean(axis=(1, 2, 3)),
                           numpy_sketch(glob.astype("float64"), sketch)], axis=-1)
+    if normalised:  # Gao et al. 2016: signed square root, then L2 normalisation
+        phi = np.sign(phi) * np.sqrt(np.abs(phi))
+        phi /= np.linalg.norm(phi, axis=-1, keepdims=True)
     kernel, bias = model.get_layer("combined_logits").get_weights()
     np.testing.assert_allclose(logits, phi @ kernel + bias, rtol=1e-3, atol=1e-4)
     np.testing.assert_allclose(class_probabilities(model(x)), softmax(logits), rtol=1e-5)
@@ -72,7 +77,6 @@ def test_class_probabilities_rejects_other_dicts():
 
 
 def test_logits_stay_float32_under_mixed_precision():
-    # bfloat16: the CPU has no float16 MaxPool3D kernel (GPUs have both).
     keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
     try:
         model = lgd_tf.models.lgd3d(num_classes=3, sketch_dim=16, **TINY)
@@ -140,6 +144,13 @@ def test_stage1_to_stage2_backbone_copy():
     x = clip(1)
     np.testing.assert_allclose(s2.get_layer("backbone")(x)["global"],
                                s1.get_layer("backbone")(x)["global"], rtol=1e-6)
+
+
+def test_builder_defaults_normalise_the_eq5_features():
+    assert lgd_tf.models.lgd3d(num_classes=3, sketch_dim=16, **TINY).sketch_signed_sqrt_l2
+    model = lgd_tf.models.lgd2d(num_classes=3, num_segments=2, stage_blocks=(1, 1, 1, 1),
+                                base_filters=8, sketch_dim=16)
+    assert model.get_layer("local_global_sketch").signed_sqrt_l2
 
 
 def test_bad_arguments(tmp_path):
