@@ -18,6 +18,7 @@ reported, never fatal.
 
 import collections
 import concurrent.futures
+import contextlib
 import csv
 import dataclasses
 import glob
@@ -366,8 +367,9 @@ def build_from_videos(entries, output_dir, *, prefix="train", num_shards=8, num_
         plans[shard] = sources
         jobs += [(shard, e, options) for e in shard_entries]
     workers = max(1, min(num_workers or os.cpu_count() or 1, len(jobs)))
-    results = _pool_results(jobs, _encode_entry, workers) if jobs else iter(())
-    _write_shards(results, plans, output_dir, prefix, num_shards, options_key, summary)
+    results = _pool_results(jobs, _encode_entry, workers)
+    with contextlib.closing(results):  # the pool is shut down if writing fails
+        _write_shards(results, plans, output_dir, prefix, num_shards, options_key, summary)
     logging.info("Build summary: %s", summary)
     return summary
 
