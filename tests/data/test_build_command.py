@@ -256,3 +256,31 @@ def test_sigkill_mid_build_then_rerun_writes_every_video_once(tmp_path, subproce
     ids = [m for m, _, _ in helpers.read_media_ids(str(out / "train-*"))]
     assert sorted(ids) == names  # each video exactly once
     assert not [n for n in os.listdir(out) if ".tmp" in n]  # the killed run's file removed
+
+
+def test_kinetics_csv_rerun_after_adding_a_row(tmp_path, capsys):
+    """A Kinetics CSV with a BOM: an untrimmed file gives one record per row; a row added
+    later rebuilds only its shard (the summary says why); a duplicate row is counted."""
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    helpers.write_video(folder / "abcdefghijk.mp4", helpers.indexed_frames(30, 24, 32),
+                        "libx264", fps=10)
+    csv_path = tmp_path / "k.csv"
+    header = "\ufefflabel,youtube_id,time_start,time_end,split\n"
+    rows = ["walk,abcdefghijk,0,1,train\n", "run,abcdefghijk,1,2,train\n"]
+    csv_path.write_text(header + "".join(rows), encoding="utf-8")
+    out = tmp_path / "out"
+    args = [f"--videos_dir={folder}", f"--labels_csv={csv_path}", f"--output_dir={out}",
+            "--num_shards=4", "--num_workers=1", "--short_side=16", "--split=train"]
+    code, stdout, _ = _run(capsys, *args)
+    assert code == 0 and "written 2 videos into 4 shards" in stdout
+    csv_path.write_text(header + "".join(rows + ["run,abcdefghijk,2,3,train\n", rows[0]]),
+                        encoding="utf-8")
+    code, stdout, _ = _run(capsys, *args)
+    assert code == 0
+    assert "written 1 videos into 1 shards, kept 3 finished shards" in stdout, stdout
+    assert "dropped 1 duplicate rows" in stdout and "(videos 1 added)" in stdout
+    records = helpers.read_media_ids(str(out / "train-*"))
+    assert sorted((m, n) for m, n, _ in records) == [
+        ("abcdefghijk_000000_000001", 10), ("abcdefghijk_000001_000002", 10),
+        ("abcdefghijk_000002_000003", 10)]
