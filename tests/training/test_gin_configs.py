@@ -81,6 +81,16 @@ def test_config_matches_the_table(name):
     assert _query("keras.optimizers.SGD.momentum") == 0.9
     assert _query("lgd_tf.training.data_sources.num_classes") == (
         101 if "finetune" in name else 400)
+    # Sec. 5.2 / Table 3: the R101 rows start from ImageNet ("Img"); the others from scratch.
+    assert _query(f"{prefix}.inflate_from") == ("imagenet" if depth == 101 else None)
+    assert _query(f"{prefix}.zero_init_global_residual") is None  # zero iff inflated
+    assert _query(f"{prefix}.sketch_signed_sqrt_l2") is True  # Gao et al. 2016
+
+
+def test_inflate_from_points_at_a_local_file():
+    configs.parse(["gin/lgd3d_r101_flow.gin"],
+                  ["INFLATE_FROM = '/data/resnet101.weights.h5'"])
+    assert _query("lgd_tf.models.lgd3d.inflate_from") == "/data/resnet101.weights.h5"
 
 
 def test_paper_schedule_resolves_to_sec_5_2():
