@@ -1,10 +1,13 @@
 """Corrupt records: an error naming the file and record, or skipped and counted (ignore_errors)."""
 
+import re
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from lgd_tf.data import SkipCounter, eval_dataset, schema, train_dataset, writer
+from lgd_tf.data import SkipCounter, eval_dataset, pipelines, schema, train_dataset, writer
+from lgd_tf.training.errors import one_line
 from tests.data import helpers
 
 
@@ -139,3 +142,102 @@ def test_distribute_datasets_from_function(tmp_path):
                                   resize=(24, 32), crop_size=16, input_context=ctx))
     clips, labels = next(iter(dist))
     assert clips.shape == (2, 4, 16, 16, 3) and labels.dtype == tf.int32
+
+
+def _line(error):
+    """The pipeline's one line inside a TensorFlow error (what `lgd_tf.*` commands print)."""
+    found = re.search(r"(lgd_tf\.data: .*?)\]?$", one_line(error))
+    return found.group(1).replace("\\'", "'")
+
+
+def _train(path, **kwargs):
+    return train_dataset(path, 2, num_frames=4, resize=(24, 32), crop_size=16, num_classes=4,
+                         shuffle_buffer=1, ignore_errors=True, **kwargs)
+
+
+def test_every_record_bad_stops_after_max_consecutive_skips(tmp_path):
+    """The repeated training stream of all-bad data stops with one line naming the first bad
+    record, instead of skipping forever."""
+    path = str(tmp_path / "allbad.tfrecord")
+    writer.write_shard(path, [_good(9, "nine").SerializeToString(),
+                              _no_frames().SerializeToString()])
+    counter = SkipCounter()
+    with pytest.raises(tf.errors.InvalidArgumentError) as info:
+        next(iter(_train(path, skip_counter=counter, max_consecutive_skips=7,
+                         deterministic=True)))
+    line = _line(info.value)
+    assert line.startswith("lgd_tf.data: 7 records in a row were bad (every record is bad?); "
+                           "first bad: record 0 of "), line
+    assert line.endswith("allbad.tfrecord (media_id 'nine'): label 9 >= num_classes 4"), line
+    assert counter.count >= 6  # records behind the failing one may be counted too
+    with pytest.raises(tf.errors.InvalidArgumentError, match="2 records in a row were bad"):
+        list(eval_dataset(path, num_frames=4, num_clips=1, short_side=24, num_classes=4,
+                          ignore_errors=True, max_consecutive_skips=2))
+    with pytest.raises(ValueError, match="max_consecutive_skips"):
+        _train(path, max_consecutive_skips=0)
+
+
+def test_a_good_record_resets_the_run_of_skips(tmp_path):
+    """bad, bad, good repeated: runs of 2 never reach a limit of 3, so training goes on."""
+    path = str(tmp_path / "mixed.tfrecord")
+    writer.write_shard(path, [_good(9, "nine").SerializeToString(),
+                              _no_frames().SerializeToString(),
+                              _good(2, "two").SerializeToString()])
+    counter = SkipCounter()
+    labels = [y.numpy().tolist() for _, y in _train(
+        path, skip_counter=counter, max_consecutive_skips=3, deterministic=True).take(4)]
+    assert labels == [[2, 2]] * 4
+    assert counter.count >= 14  # 8 good records kept, 2 skipped before each
+    with pytest.raises(tf.errors.InvalidArgumentError, match="2 records in a row"):
+        next(iter(_train(path, max_consecutive_skips=2, deterministic=True)))
+
+
+def _named(label, name, label_string):
+    return writer.make_sequence_example(helpers.indexed_frames(6), label, media_id=name,
+                                        label_string=label_string).SerializeToString()
+
+
+def test_label_string_is_checked_against_class_names(tmp_path):
+    path = str(tmp_path / "abc.tfrecord")
+    writer.write_shard(path, [_named(k, f"v{k}", n) for k, n in enumerate("abc")])
+    kwargs = {"num_frames": 4, "num_clips": 1, "short_side": 24, "num_classes": 3}
+    ids = [m.numpy()[0] for _, _, m in eval_dataset(path, class_names=["a", "b", "c"], **kwargs)]
+    assert ids == [b"v0", b"v1", b"v2"]
+    with pytest.raises(tf.errors.InvalidArgumentError) as info:
+        list(eval_dataset(path, class_names=["c", "b", "a"], **kwargs))
+    line = _line(info.value)
+    assert line.startswith("lgd_tf.data: bad record 0 of ") and "abc.tfrecord" in line, line
+    assert "label 0 is 'c' in class_names but the record's `clip/label/string` is 'a'" in line
+    counter = SkipCounter()
+    kept = [m.numpy()[0] for _, _, m in eval_dataset(
+        path, class_names=["c", "b", "a"], ignore_errors=True, skip_counter=counter, **kwargs)]
+    assert kept == [b"v1"] and counter.count == 2
+    # A record without a label string (Model Garden form) is not checked; no names: no check.
+    unnamed = str(tmp_path / "unnamed.tfrecord")
+    writer.write_shard(unnamed, [_named(0, "u", "")])
+    assert len(list(eval_dataset(unnamed, class_names=["c", "b", "a"], **kwargs))) == 1
+    assert len(list(eval_dataset(path, **kwargs))) == 3
+    with pytest.raises(ValueError, match="class_names"):
+        eval_dataset(path, class_names=["a", "b"], **kwargs)
+
+
+def test_folders_and_files_that_are_no_tfrecords_are_refused(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    shard = helpers.write_records(data / "train-00000-of-00001.tfrecord",
+                                  [(helpers.indexed_frames(4), 0, "v")])
+    (data / "class_names.txt").write_text("abseiling\nbowling\n")
+    (data / "empty.tfrecord").write_bytes(b"")  # an empty shard is a valid one
+    assert len(list(eval_dataset(str(data / "*.tfrecord"), num_frames=4, num_clips=1,
+                                 short_side=24))) == 1
+    with pytest.raises(ValueError, match=r"class_names.txt is not a TFRecord file \(its first "
+                                         r"record's length checksum does not match\); give a "
+                                         r"glob of the TFRecord shards only"):
+        train_dataset(str(data / "*"), 2)
+    with pytest.raises(ValueError, match=r"data is a folder; give a glob"):
+        eval_dataset(str(data))
+    (data / "sub").mkdir()
+    with pytest.raises(ValueError, match=r"sub is a folder"):
+        eval_dataset(str(data / "s*"))
+    # Damage after the first record's header is the pipeline's to report (by record).
+    assert pipelines.tfrecord_problem(shard) is None
