@@ -1,8 +1,9 @@
 """Bad data through the real builder and pipelines: the cases tests/data does not cover.
 
 Covered there (not repeated here): truncated shard, missing `clip/label/index`, no frames,
-label >= num_classes, a JPEG with broken markers, frames of two sizes in one video
-(tests/data/test_errors.py); a zero-length file and a file that is not a video
+label >= num_classes, a JPEG with broken markers, frames of two sizes in one video, a label
+string that is not class_names[label], all-bad data under ignore_errors, a file that is not a
+TFRecord file (tests/data/test_errors.py); a zero-length file and a file that is not a video
 (tests/data/test_video.py, test_builder.py, tests/export/test_predict.py).
 
 Each case must end in an error naming the file, or be skipped and counted under
@@ -16,13 +17,6 @@ import tensorflow as tf
 
 from lgd_tf.data import SkipCounter, builder, eval_dataset, schema, train_dataset, writer
 from tests.data import helpers
-
-# Records other tools may write, which fail inside the record parser: the pipeline cannot
-# name their file (docs/reliability.md, gap 1: lgd_tf/data/pipelines.py).
-KNOWN_UNNAMED = pytest.mark.xfail(
-    raises=tf.errors.InvalidArgumentError,
-    reason="a record that fails inside the parser stops the pipeline with a TensorFlow error "
-           "that names no file")
 
 
 def _good(label, name, n=6):
@@ -52,9 +46,20 @@ def _jpeg_with_corrupt_scan_data():
     return example.SerializeToString()
 
 
+def _frames_as_int64():
+    example = _good(1, "intframes")
+    del example.feature_lists.feature_list[schema.IMAGE_KEY]
+    example.feature_lists.feature_list[schema.IMAGE_KEY].feature.add().int64_list.value.append(1)
+    return example.SerializeToString()
+
+
+# Records other tools may write, which fail inside TensorFlow's record parser: each is built
+# in a guarded one-element dataset, so it is named (and the reason found) like any bad record.
 FOREIGN_RECORDS = {
-    "not_a_sequence_example": _not_a_sequence_example,
-    "label_stored_as_bytes": _label_as_bytes,
+    "not_a_sequence_example": (_not_a_sequence_example,
+                               "not a tf.train.SequenceExample (the record does not parse)"),
+    "label_stored_as_bytes": (_label_as_bytes, "`clip/label/index` is not one int64 value"),
+    "frames_stored_as_int64": (_frames_as_int64, "`image/encoded` is not a list of bytes"),
 }
 
 
@@ -70,28 +75,19 @@ def _media_ids(path, **kwargs):
     return [m.numpy()[0] for _, _, m in ds]
 
 
-@KNOWN_UNNAMED
 @pytest.mark.parametrize("case", sorted(FOREIGN_RECORDS))
-def test_foreign_record_error_names_the_file(tmp_path, case):
-    path = _shard(tmp_path, FOREIGN_RECORDS[case]())
+def test_foreign_record_error_names_the_file_and_record(tmp_path, case):
+    make, reason = FOREIGN_RECORDS[case]
+    path = _shard(tmp_path, make())
     with pytest.raises(tf.errors.InvalidArgumentError) as info:
         _media_ids(path)
-    if "foreign.tfrecord" not in str(info.value):
-        raise info.value  # the unnamed error: the known bug
-    assert "bad record 1" in str(info.value)
+    message = str(info.value)
+    assert f"lgd_tf.data: bad record 1 of {path}" in message and reason in message, message
 
 
 @pytest.mark.parametrize("case", sorted(FOREIGN_RECORDS))
-def test_foreign_record_skipped_under_ignore_errors(tmp_path, case):
-    path = _shard(tmp_path, FOREIGN_RECORDS[case]())
-    assert _media_ids(path, ignore_errors=True) == [b"a", b"c"]
-
-
-@pytest.mark.xfail(raises=AssertionError,
-                   reason="Dataset.ignore_errors drops it with a TensorFlow warning; the "
-                          "SkipCounter does not see it")
-def test_foreign_record_skip_is_counted(tmp_path):
-    path = _shard(tmp_path, _not_a_sequence_example())
+def test_foreign_record_skipped_and_counted(tmp_path, case):
+    path = _shard(tmp_path, FOREIGN_RECORDS[case][0]())
     counter = SkipCounter()
     assert _media_ids(path, ignore_errors=True, skip_counter=counter) == [b"a", b"c"]
     assert counter.count == 1
