@@ -15,6 +15,7 @@ scores to `model_dir/eval_scores.npz` (`write_video_scores`), and the fused eval
 other stream's file (`fuse_with_model_dir`) and matches the videos by `clip/media_id`.
 """
 
+import collections
 import os
 
 import numpy as np
@@ -52,6 +53,27 @@ def fuse_scores(rgb_scores, flow_scores, flow_weight=DEFAULT_FLOW_WEIGHT):
             f"Received: rgb_scores.shape={rgb.shape}, flow_scores.shape={flow.shape}"
         )
     return ((1.0 - weight) * rgb + weight * flow).astype(np.float32)
+
+
+def check_media_ids(media_ids, where):
+    """Raises ValueError (one line naming them) if a media id is empty or repeated: fusion
+    matches the two streams' videos by `clip/media_id`, so each video needs its own."""
+    ids = [m.decode() if isinstance(m, bytes) else str(m) for m in media_ids]
+    counts = collections.Counter(ids)
+    missing = counts.pop("", 0)
+    if missing:
+        raise ValueError(
+            f"{missing} of {len(ids)} videos in {where} have no clip/media_id, so the two "
+            "streams' videos cannot be matched; rebuild the records with media ids (python -m "
+            "lgd_tf.build_tfrecords writes them)")
+    repeated = [(m, n) for m, n in counts.items() if n > 1]
+    if repeated:
+        shown = ", ".join(f"{m!r} ({n} records)" for m, n in repeated[:5])
+        more = f" and {len(repeated) - 5} more" if len(repeated) > 5 else ""
+        raise ValueError(
+            f"duplicate media ids in {where}: {shown}{more}; the two streams' videos are "
+            "matched by clip/media_id, so rebuild with one unique media id per video")
+    return ids
 
 
 def fuse_scores_by_media_id(rgb_scores, flow_scores, flow_weight=DEFAULT_FLOW_WEIGHT):
@@ -135,7 +157,8 @@ def read_video_scores(model_dir):
             f"No per-video scores in {model_dir}: run `python -m lgd_tf.evaluate` on that "
             f"model first (it writes {VIDEO_SCORES_FILE}). Received: {model_dir}")
     with np.load(path, allow_pickle=False) as data:
-        scores = {str(m): s for m, s in zip(data["media_ids"], data["scores"], strict=True)}
+        ids = check_media_ids([str(m) for m in data["media_ids"]], path)
+        scores = dict(zip(ids, data["scores"], strict=True))
         return scores, [str(c) for c in data["class_names"]], str(data["modality"])
 
 
@@ -153,13 +176,16 @@ def fuse_with_model_dir(media_ids, scores, class_names, modality, other_model_di
 
     Returns:
         float32 (N, K) fused scores in the order of `media_ids`.
+
+    Raises:
+        ValueError: other classes or videos, or media ids empty or repeated (either side).
     """
+    ids = check_media_ids(media_ids, "this evaluation")
     other, other_names, other_modality = read_video_scores(other_model_dir)
     if list(other_names) != [str(c) for c in class_names]:
         raise ValueError(
             f"{other_model_dir} was evaluated with other classes; both streams need the same "
             f"class_names.txt. Received: {len(other_names)} vs {len(class_names)} names")
-    ids = [m.decode() if isinstance(m, bytes) else str(m) for m in media_ids]
     fused = fuse_two_models(dict(zip(ids, np.asarray(scores), strict=True)), other,
                             modality=modality, fuse_with_modality=other_modality,
                             fusion_weight=fusion_weight)

@@ -9,9 +9,11 @@ scalars eval/top1, eval/top5, eval/mean_class_accuracy (and the confusion figure
 TensorBoard.
 """
 
+import collections
 import csv
 import io
 import os
+import sys
 import time
 
 import keras
@@ -32,6 +34,33 @@ def average_view_scores(view_scores):
     if view_scores.ndim != 3:
         raise ValueError(f"Expected scores (B, V, K). Received shape: {view_scores.shape}")
     return view_scores.mean(axis=1)
+
+
+_WARNED = set()
+
+
+def label_check_names(class_names):
+    """The class names the pipelines check label strings against, or None when they are only
+    the default "0".."K-1" (no class_names.txt: nothing to check against)."""
+    if class_names is None or list(class_names) == [str(i) for i in range(len(class_names))]:
+        return None
+    return list(class_names)
+
+
+def check_media_ids(media_ids, pattern):
+    """Refuses media ids that occur more than once (one line naming them); returns how many
+    records have none (""), which evaluation alone accepts but fusion cannot match."""
+    counts = collections.Counter(media_ids)
+    missing = counts.pop("", 0)
+    repeated = [(m, n) for m, n in counts.items() if n > 1]
+    if repeated:
+        shown = ", ".join(f"{m!r} ({n} records)" for m, n in repeated[:5])
+        more = f" and {len(repeated) - 5} more" if len(repeated) > 5 else ""
+        raise TrainingError(
+            f"duplicate media ids in {pattern}: {shown}{more}; scores are matched by "
+            "clip/media_id, so each video needs its own: rebuild with python -m "
+            "lgd_tf.build_tfrecords (unique media ids) or drop the repeated records")
+    return missing
 
 
 def _predict_fn(model):
@@ -68,8 +97,9 @@ def evaluate_video_level(model_dir, sources, model=None, stage=None, *, batch_si
         model: an in-memory model (default: loaded with `load_stage_model`).
         stage: "stage1" / "stage2" name of `model` or of the file to load.
         batch_size: videos per batch (whole-frame views need one frame size per batch).
-        data_fn: `fn(pattern, batch_size, num_classes=...)` -> (views, labels, media_ids),
-            default `lgd_tf.data.eval_dataset`.
+        data_fn: `fn(pattern, batch_size, num_classes=..., [class_names=...])` -> (views,
+            labels, media_ids), default `lgd_tf.data.eval_dataset`; class_names (label
+            strings checked against them) unless they are the default "0".."K-1".
         write_files: write eval_results.json, the confusion matrix files and the per-video
             scores (eval_scores.npz) that another run's `fuse_with` reads.
         fuse_with: another evaluated model_dir (e.g. the flow stream): its per-video scores
@@ -91,8 +121,11 @@ def evaluate_video_level(model_dir, sources, model=None, stage=None, *, batch_si
         raise TrainingError(f"the model has {outputs_k} classes but the data has "
                             f"{sources.num_classes} (set NUM_CLASSES)")
     data_fn = data_fn or data.eval_dataset
+    names = label_check_names(sources.class_names)
+    extra = {} if names is None else {"class_names": names}
     try:
-        dataset = data_fn(sources.eval_pattern, batch_size, num_classes=sources.num_classes)
+        dataset = data_fn(sources.eval_pattern, batch_size, num_classes=sources.num_classes,
+                          **extra)
     except ValueError as error:
         raise TrainingError(f"eval data: {error}") from None
     predict = _predict_fn(model)
@@ -107,6 +140,12 @@ def evaluate_video_level(model_dir, sources, model=None, stage=None, *, batch_si
     if not scores:
         raise TrainingError(f"the eval data set is empty ({sources.eval_pattern})")
     scores, labels = np.concatenate(scores), np.concatenate(labels)
+    missing = check_media_ids(media_ids, sources.eval_pattern)
+    if missing and not fuse_with and sources.eval_pattern not in _WARNED:
+        _WARNED.add(sources.eval_pattern)  # once per pattern (evaluations during training)
+        print(f"warning: {missing} of {len(media_ids)} eval records have no clip/media_id: "
+              "eval_predictions.csv cannot name them and --fuse_with cannot match them",
+              file=sys.stderr, flush=True)
     modality = fusion.modality_of(model)
     if write_files:
         fusion.write_video_scores(model_dir, media_ids, scores, sources.class_names, modality)

@@ -18,6 +18,7 @@ scalars go to `stage_dir/eval/` and the checkpoint with the best eval top-1 is k
 
 import collections
 import contextlib
+import inspect
 import json
 import os
 import re
@@ -37,7 +38,8 @@ from lgd_tf.training import strategy as strategy_lib
 from lgd_tf.training.errors import Interrupted, RunFailure, TrainingError, one_line
 
 StageResult = collections.namedtuple(
-    "StageResult", ["stage", "steps", "start_step", "seconds", "loss", "top1", "clips_per_second"])
+    "StageResult", ["stage", "steps", "start_step", "seconds", "loss", "top1", "clips_per_second",
+                    "skipped"], defaults=(0,))
 
 
 def _as_optimizer(optimizer):
@@ -224,7 +226,7 @@ def fit_stage(stage, model, strategy, train_pattern, stage_dir, num_classes, *,
               optimizer=None, weight_decay=1e-4,
               checkpoint_every_steps=500, max_checkpoints=3, log_every_steps=20,
               jit_compile=False, data_fn=None, seed=0, checkpoint_input_pipeline=False,
-              eval_every_steps=None, evaluate_fn=None, stop=None):
+              eval_every_steps=None, evaluate_fn=None, stop=None, class_names=None):
     """Trains `model` for `train_steps` optimizer steps (resuming from `stage_dir`).
 
     Args:
@@ -253,6 +255,7 @@ def fit_stage(stage, model, strategy, train_pattern, stage_dir, num_classes, *,
             "top5" (video-level evaluation, which also writes the eval scalars).
         stop: an object with `is_set()`; when set, a checkpoint is saved at the current step
             and `Interrupted` is raised (the object's `reason`, if any, names the signal).
+        class_names: passed to `data_fn` (label strings checked) unless None.
 
     Returns:
         StageResult.
@@ -282,10 +285,16 @@ def fit_stage(stage, model, strategy, train_pattern, stage_dir, num_classes, *,
     write_dir = stage_dir if chief else os.path.join(
         stage_dir, f".tmp_{strategy_lib.worker_tag(strategy)}")
 
+    extra = {} if class_names is None else {"class_names": list(class_names)}
+    skips = None
+    if "skip_counter" in inspect.signature(data_fn).parameters:  # counted for the summary
+        with tf.device("/cpu:0"):
+            skips = extra["skip_counter"] = data.SkipCounter()
+
     def dataset_fn(input_context):
         try:
             return data_fn(train_pattern, batch_size, input_context=input_context, seed=seed,
-                           num_classes=num_classes)
+                           num_classes=num_classes, **extra)
         except ValueError as error:
             raise TrainingError(f"{stage}: training data: {error}") from None
 
@@ -404,11 +413,14 @@ def fit_stage(stage, model, strategy, train_pattern, stage_dir, num_classes, *,
         writer.close()
     if not chief:
         shutil.rmtree(write_dir, ignore_errors=True)
+    skipped = skips.count if skips is not None else 0
+    if skipped and chief:
+        print(f"{stage}: {skipped} bad records skipped (ignore_errors; each named above)")
     sys.stdout.flush()
     last = progress.last
     return StageResult(stage, step, start_step, seconds, float(np.mean(losses[-10:])),
                        last.get("top1", float("nan")),
-                       (step - start_step) * batch_size / max(seconds, 1e-9))
+                       (step - start_step) * batch_size / max(seconds, 1e-9), skipped)
 
 
 def _restore(checkpoint, path, stage, stage_dir):

@@ -18,6 +18,7 @@ import keras
 import tensorflow as tf
 
 from lgd_tf import data
+from lgd_tf.data import pipelines
 from lgd_tf.models import load_lgd_weights
 from lgd_tf.training import evaluation, loop, run_folder
 from lgd_tf.training import strategy as strategy_lib
@@ -39,6 +40,13 @@ def _check_pattern(kind, pattern):
     found = sorted(set(found))
     if not found:
         raise TrainingError(f"no file matches the {kind} data pattern {pattern!r}")
+    for path in found:
+        problem = pipelines.tfrecord_problem(path)
+        if problem:
+            raise TrainingError(
+                f"the {kind} data pattern {pattern!r} matches {path}, which {problem}; give a "
+                f"glob of the TFRecord shards only, e.g. "
+                f"'{os.path.join(os.path.dirname(path), kind + '-*')}'")
     for path in found:
         for _ in tf.data.TFRecordDataset(path).take(1):
             return found
@@ -197,7 +205,7 @@ def fit_two_stage(model_dir, strategy, sources, *, model_fn=None, stages=STAGES,
                 results[stage] = fit_stage_fn(
                     stage, model, strategy, sources.train_pattern, run.stage_dir(stage),
                     sources.num_classes, seed=seed, evaluate_fn=_bind_stage(evaluate_fn, stage),
-                    stop=stop)
+                    stop=stop, class_names=evaluation.label_check_names(sources.class_names))
             if chief:
                 final = run.stage_model(stage)
                 if results[stage].steps > results[stage].start_step or not tf.io.gfile.exists(
