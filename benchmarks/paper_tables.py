@@ -153,7 +153,7 @@ def main(argv=None):
     parser.add_argument("--json", help="write the rows to this JSON file")
     parser.add_argument("--seeds", type=int, default=None, help="default 3 (1 with --quick)")
     parser.add_argument("--steps", type=int, default=None,
-                        help="stage-1 steps of every row (default 300, 200 with --quick)")
+                        help="stage-1 steps of every row (default 400, 300 with --quick)")
     parser.add_argument("--stage2_steps", type=int, default=None,
                         help="stage-2 steps of lgd_stage2 (default steps / 2)")
     parser.add_argument("--batch_size", type=int, default=16)
@@ -167,7 +167,7 @@ def main(argv=None):
     parser.add_argument("--work_dir", help="data and run folders (default: a temporary one)")
     args = parser.parse_args(argv)
     seeds = args.seeds or (1 if args.quick else 3)
-    args.steps = args.steps or (200 if args.quick else 300)
+    args.steps = args.steps or (300 if args.quick else 400)
     args.stage2_steps = args.stage2_steps if args.stage2_steps is not None else args.steps // 2
 
     started = time.perf_counter()
