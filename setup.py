@@ -61,6 +61,7 @@ setuptools.setup(
             "lgd-evaluate=lgd_tf.evaluate:run",
             "lgd-export=lgd_tf.export:run",
             "lgd-predict=lgd_tf.predict:run",
+            "lgd-explain=lgd_tf.explain:run",
             "lgd-build-tfrecords=lgd_tf.build_tfrecords:run",
         ]
     },

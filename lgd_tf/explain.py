@@ -1,0 +1,103 @@
+r"""`python -m lgd_tf.explain --model=PATH --video=a.mp4 --output=OUT.mp4`: Grad-CAM overlay.
+
+    python -m lgd_tf.explain --model=runs/demo --video=a.mp4 --output=out/a_cam.mp4 \
+        [--class_name=digit7_left] [--stage=local|res2|res3|res4|res5] [--short_side=120]
+
+Grad-CAM (Selvaraju et al. 2017) of the final local map x_L (or of the map after the stage
+given by --stage): per clip, w_c = spatio-temporal mean of d y_k / d A_c, map = ReLU(sum_c
+w_c A_c), upsampled to the frames (linear in time, bilinear in space) and normalised to [0, 1].
+y_k is the logit of class k of the head that reads x_L: the local head W_x P(x_L) (Eq. 6) of a
+stage-1 model, the combined classifier (Eq. 4-5) of a stage-2 model. k is --class_name, or the
+video's top class. The video is covered by consecutive clips of the model's length.
+
+Writes OUT.mp4 (or OUT.gif): the frames with the heatmap blended over them as colours (jet),
+upscaled so the shorter side is at least --min_side, the class name and its video-level
+probability written on every frame; and OUT.png: a grid of --grid_frames frames with their
+overlays.
+
+--model is a `.keras` file, a model_dir (stage2.keras, else stage1.keras) or an lgd_tf export
+dir (its model.keras is used: a SavedModel keeps no gradients of inner maps). class_names.txt
+next to the `.keras` file gives the class names.
+
+Exit codes: 0 success; 1 failure at run time; 2 bad usage or input (a missing flag, video or
+model, an unknown --class_name, a SavedModel without model.keras). Errors are one line.
+"""
+
+import sys
+
+from absl import flags
+
+from lgd_tf.cli.command import Command
+
+PROGRAM = "lgd_tf.explain"
+STAGES = ("local", "res2", "res3", "res4", "res5")
+
+
+def define_flags(fv):
+    flags.DEFINE_string("model", None, ".keras file, model_dir or export dir (with "
+                        "model.keras).", flag_values=fv)
+    flags.DEFINE_string("video", None, "video file to explain.", flag_values=fv)
+    flags.DEFINE_string("output", None, "overlay video to write: .mp4 (or .gif); the PNG grid "
+                        "is written next to it with the suffix .png.", flag_values=fv)
+    flags.DEFINE_string("class_name", None, "class explained (default: the video's top "
+                        "class).", flag_values=fv)
+    flags.DEFINE_enum("stage", "local", STAGES, "map explained: local = x_L (the final local "
+                      "map), or the local map after res2..res5.", flag_values=fv)
+    flags.DEFINE_integer("short_side", None, "shorter side the frames are resized to for the "
+                         "model (default: its evaluation setting, 120 for 3D).",
+                         flag_values=fv)
+    flags.DEFINE_integer("min_side", 256, "the overlay video is upscaled by a whole factor "
+                         "until its shorter side is at least this.", flag_values=fv)
+    flags.DEFINE_float("fps", 8.0, "frame rate of the overlay video.", flag_values=fv)
+    flags.DEFINE_integer("grid_frames", 6, "frames in the PNG grid.", flag_values=fv)
+    flags.DEFINE_float("alpha", 0.45, "opacity of the heatmap colours.", flag_values=fv)
+
+
+def _check_flags(fv):
+    for name in ("short_side", "min_side", "grid_frames"):
+        if fv[name].value is not None and fv[name].value < 1:
+            raise ValueError(f"--{name} must be >= 1. Received: {fv[name].value}")
+    if not fv.fps > 0:
+        raise ValueError(f"--fps must be positive. Received: {fv.fps}")
+    if not 0.0 <= fv.alpha <= 1.0:
+        raise ValueError(f"--alpha must be in [0, 1]. Received: {fv.alpha}")
+    if not fv.output.lower().endswith((".mp4", ".gif")):
+        raise ValueError(f"--output must end with .mp4 or .gif. Received: {fv.output}")
+
+
+def explain(fv):
+    import pathlib
+
+    _check_flags(fv)
+    if not pathlib.Path(fv.video).is_file():
+        raise ValueError(f"No video file at {fv.video}")
+    from lgd_tf.serving import explain as explain_lib
+    from lgd_tf.serving import loading
+
+    keras_path = explain_lib.find_model(fv.model)
+    model, class_names, _ = loading.load_keras_model(keras_path)
+    if fv.class_name is not None and fv.class_name not in class_names:
+        raise ValueError(f"Unknown --class_name {fv.class_name!r}; the model's classes are: "
+                         f"{', '.join(class_names)}")
+    explanation = explain_lib.explain_video((model, class_names), fv.video,
+                                            class_name=fv.class_name, layer=fv.stage,
+                                            short_side=fv.short_side)
+    video_path, png_path = explain_lib.write_explanation(
+        explanation, fv.output, fps=fv.fps, min_side=fv.min_side, grid_frames=fv.grid_frames,
+        alpha=fv.alpha)
+    print(f"{fv.video}: Grad-CAM of {explanation.class_name} (p={explanation.score:.4f}; "
+          f"{explanation.score_name}, map {fv.stage}) on {len(explanation.frames)} frames -> "
+          f"{video_path}, {png_path}", flush=True)
+
+
+COMMAND = Command(PROGRAM, __doc__, define_flags, explain,
+                  required=["model", "video", "output"])
+
+
+def run(argv=None):
+    """Runs the command on `argv` (default sys.argv); returns the exit code."""
+    return COMMAND.run(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(run())

@@ -1,0 +1,524 @@
+"""Grad-CAM (Selvaraju et al., ICCV 2017) of an LGD classifier on a video: maps and overlays.
+
+Definition (per view, i.e. per clip fed to the model): with A the chosen local map
+`(T', H', W', C)` of the backbone (x_L, "local", by default; or "res2".."res5") and y the
+score of class k,
+
+    w_c = mean over (t, h, w) of d y / d A[t, h, w, c]       (spatio-temporal mean)
+    cam = ReLU(sum_c w_c A[..., c])                            (T', H', W')
+
+then upsampled to the view's frames (linear in time, bilinear in space, half-pixel centres)
+and min-max normalised to [0, 1] per view (a map that is zero everywhere stays zero).
+
+The score y is the logit of class k (before the softmax; `score="log_probability"` takes
+log softmax_k instead) of the head that reads x_L:
+
+- stage-1 models (`head="stage1"`): the local head's logit W_x P(x_L) (Eq. 6). With A = x_L
+  the gradient is W_x[:, k] / (T'H'W') at every position, so Grad-CAM equals CAM (Zhou et
+  al. 2016) there. The global head (W_g g_L) is not explained.
+- stage-2 models: the combined classifier's logit W_c [mean_i TS(x_L^i), TS(g_L)] (Eq. 4-5).
+
+The class explained is the given one or the video's top class by the model's video-level
+probabilities (mean over the views; for stage 1 the mean of both heads' softmax, as
+`lgd_tf.models.class_probabilities`).
+
+A video is covered by consecutive clips of the model's length (3D; the last one ends at the
+last frame, a video shorter than a clip is looped) or by TSN frame tuples (2D); a frame's map
+is the mean of the maps of the views that contain it (2D: frames in no tuple take the map of
+the nearest frame that has one). Only gradients of a Keras model are available: a SavedModel
+keeps no inner maps, so explanations need the `.keras` file (an export dir has model.keras).
+"""
+
+import dataclasses
+import math
+import pathlib
+
+import numpy as np
+import tensorflow as tf
+
+from lgd_tf.serving import loading, module
+
+LAYERS = ("local", "res2", "res3", "res4", "res5")
+VIDEO_SUFFIXES = {".mp4": "mp4", ".gif": "gif"}
+SCORES = ("logit", "log_probability")
+MP4_CODECS = ("libx264", "h264", "mpeg4", "libopenh264")
+DEFAULT_COLORMAP = "jet"
+
+
+@dataclasses.dataclass
+class Explanation:
+    """Grad-CAM of one video.
+
+    Attributes:
+        frames: uint8 `(N, H, W, 3)`, the frames the model saw (short side resized).
+        heatmaps: float32 `(N, H, W)` in [0, 1], one map per frame.
+        class_index, class_name: the class explained.
+        score: the video-level probability of that class (mean over the views).
+        probabilities: `(K,)` video-level probabilities.
+        class_names: K names.
+        layer: the map explained ("local" = x_L, or "res2".."res5").
+        score_name: what was differentiated ("local logit (Eq. 6)" / "combined logit").
+    """
+
+    frames: np.ndarray
+    heatmaps: np.ndarray
+    class_index: int
+    class_name: str
+    score: float
+    probabilities: np.ndarray
+    class_names: list
+    layer: str
+    score_name: str
+
+    def peaks(self):
+        """(N, 2) int (row, column) of each frame's heatmap maximum."""
+        flat = self.heatmaps.reshape(len(self.heatmaps), -1).argmax(axis=1)
+        return np.stack(np.unravel_index(flat, self.heatmaps.shape[1:]), axis=1)
+
+
+def _head(model):
+    """(name of the score, fn(backbone features) -> logits (B, K)) of an LGD classifier."""
+    names = {layer.name for layer in model.layers}
+    if {"local_pool", "local_logits"} <= names:
+        pool, dense = model.get_layer("local_pool"), model.get_layer("local_logits")
+        return "local logit W_x P(x_L) (Eq. 6)", lambda f: dense(pool(f["local"]))
+    if {"local_global_sketch", "combined_logits"} <= names:
+        sketch = model.get_layer("local_global_sketch")
+        dense = model.get_layer("combined_logits")
+        return ("combined logit (Eq. 4-5)",
+                lambda f: dense(sketch([f["local"], f["global"]])))
+    raise ValueError(
+        "Grad-CAM needs an lgd_tf classifier with a stage-1 (local_logits) or stage-2 "
+        f"(combined_logits) head. Received: a model with layers {sorted(names)[:8]}...")
+
+
+def _backbone(model):
+    try:
+        return model.get_layer("backbone")
+    except ValueError as error:
+        raise ValueError("Grad-CAM needs an lgd_tf classifier with a nested 'backbone'. "
+                         f"Received: {model.name}") from error
+
+
+def check_layer(layer):
+    if layer not in LAYERS:
+        raise ValueError(f"The Grad-CAM layer must be one of {', '.join(LAYERS)}. "
+                         f"Received: {layer!r}")
+    return layer
+
+
+def _interpolation_matrix(size, cells, stride):
+    """(size, cells) linear interpolation weights: output pixel p reads the map at p / stride.
+
+    The backbones put their stride on 1x1 convolutions (and symmetric padding elsewhere), so
+    cell i of a map with spatial stride s is centred on input pixel s * i, not on the centre
+    of its s x s block: half-pixel resizing would shift the heatmap by (s - 1) / 2 pixels.
+    """
+    position = np.clip(np.arange(size, dtype=np.float64) / stride, 0.0, cells - 1)
+    low = np.floor(position).astype(int)
+    high = np.minimum(low + 1, cells - 1)
+    frac = position - low
+    weights = np.zeros((size, cells), np.float32)
+    np.add.at(weights, (np.arange(size), low), 1.0 - frac)
+    np.add.at(weights, (np.arange(size), high), frac)
+    return weights
+
+
+def spatial_stride(size, cells):
+    """The power-of-two stride of a map with `cells` cells over `size` input pixels."""
+    return 2 ** max(0, int(round(math.log2(size / cells)))) if cells < size else 1
+
+
+def upsample(cams, size):
+    """(V, T', H', W') -> (V, T, H, W): linear in time (half-pixel centres: temporal max pools
+    cover consecutive frames) and bilinear in space (cell i centred on pixel stride * i)."""
+    cams = np.asarray(cams, np.float32)
+    steps, height, width = (int(s) for s in size)
+    cells_t, cells_h, cells_w = cams.shape[1:]
+    rows = _interpolation_matrix(height, cells_h, spatial_stride(height, cells_h))
+    cols = _interpolation_matrix(width, cells_w, spatial_stride(width, cells_w))
+    spatial = np.einsum("hy,vtyx,wx->vthw", rows, cams, cols, optimize=True)
+    # Temporal: position of frame t in map steps with half-pixel centres, clamped.
+    position = np.clip((np.arange(steps) + 0.5) * cells_t / steps - 0.5, 0.0, cells_t - 1)
+    low = np.floor(position).astype(int)
+    high = np.minimum(low + 1, cells_t - 1)
+    frac = (position - low)[None, :, None, None].astype(np.float32)
+    return (spatial[:, low] * (1.0 - frac) + spatial[:, high] * frac).astype(np.float32)
+
+
+def normalize(cams):
+    """Min-max normalisation to [0, 1] of each (T, H, W) map; a constant map becomes 0."""
+    cams = np.asarray(cams, np.float32)
+    axes = tuple(range(1, cams.ndim))
+    low = cams.min(axis=axes, keepdims=True)
+    span = cams.max(axis=axes, keepdims=True) - low
+    return np.where(span > 1e-12, (cams - low) / np.maximum(span, 1e-12), 0.0).astype(np.float32)
+
+
+def grad_cam_views(model, clips, class_index, layer="local", score="logit"):
+    """Grad-CAM of a batch of views.
+
+    Args:
+        model: an lgd_tf `LGDClassifier` (stage-1 or stage-2 head).
+        clips: `(V, T, H, W, C)` raw pixels (0..255).
+        class_index: the class k explained (int, or one per view).
+        layer: "local" (x_L) or "res2".."res5".
+        score: "logit" (y = z_k, Selvaraju et al.) or "log_probability" (y = log softmax_k).
+
+    Returns:
+        `(cams, logits)`: float32 `(V, T, H, W)` in [0, 1] (see the module docstring) and the
+        head's logits `(V, K)`.
+    """
+    check_layer(layer)
+    if score not in SCORES:
+        raise ValueError(f"`score` must be one of {SCORES}. Received: {score!r}")
+    _, head = _head(model)
+    backbone = _backbone(model)
+    clips = tf.cast(tf.convert_to_tensor(clips), tf.float32)
+    if clips.shape.rank != 5:
+        raise ValueError(f"Expected clips (V, T, H, W, C). Received shape: {clips.shape}")
+    index = tf.broadcast_to(tf.cast(class_index, tf.int32), [tf.shape(clips)[0]])
+    with tf.GradientTape() as tape:
+        features = backbone(clips, training=False)
+        maps = features[layer]
+        tape.watch(maps)
+        logits = tf.cast(head(features), tf.float32)
+        scores = logits if score == "logit" else tf.nn.log_softmax(logits, axis=-1)
+        total = tf.reduce_sum(tf.gather(scores, index, axis=1, batch_dims=1))
+    grads = tape.gradient(total, maps)
+    if grads is None:
+        raise ValueError(f"The class score does not depend on the {layer!r} map")
+    weights = tf.reduce_mean(tf.cast(grads, tf.float32), axis=(1, 2, 3), keepdims=True)
+    cams = tf.nn.relu(tf.reduce_sum(weights * tf.cast(maps, tf.float32), axis=-1))
+    return normalize(upsample(cams.numpy(), tuple(tf.shape(clips)[1:4].numpy()))), logits.numpy()
+
+
+def grad_cam(model, clip, class_index, layer="local", score="logit"):
+    """Grad-CAM of one clip `(T, H, W, C)` for class `class_index`: `(T, H, W)` in [0, 1]."""
+    clip = np.asarray(clip)
+    if clip.ndim != 4:
+        raise ValueError(f"Expected one clip (T, H, W, C). Received shape: {clip.shape}")
+    cams, _ = grad_cam_views(model, clip[None], class_index, layer=layer, score=score)
+    return cams[0]
+
+
+def covering_indices(num_frames, sampling):
+    """Frame indices `(K, T)` of views that together contain every frame (see module doc)."""
+    if num_frames < 1:
+        raise ValueError("The video has no frames")
+    if sampling.model == "2d":
+        from lgd_tf.data import sampling as sampling_lib
+
+        tuples = max(1, math.ceil(num_frames / sampling.num_segments))
+        return sampling_lib.eval_indices(
+            num_frames, model="2d", num_segments=sampling.num_segments, num_clips=tuples,
+            short_video=sampling.short_video).numpy()
+    length = sampling.num_frames
+    last = max(num_frames - length, 0)
+    starts = list(range(0, last + 1, length))
+    if starts[-1] != last:
+        starts.append(last)
+    return np.array([[(s + i) % num_frames for i in range(length)] for s in starts], np.int32)
+
+
+def explain_frames(model, frames, class_names, *, class_name=None, layer="local",
+                   score="logit", sampling=None, batch_size=8):
+    """Grad-CAM of decoded frames `(N, H, W, C)` uint8 (already at the model's resolution).
+
+    Args:
+        model: an lgd_tf classifier.
+        frames: the video's frames.
+        class_names: K names.
+        class_name: the class explained; None: the video's top class.
+        layer: "local" (x_L) or "res2".."res5".
+        sampling: a `module.Sampling` (its model type and clip length are used).
+        batch_size: views per forward / backward pass.
+
+    Returns:
+        An `Explanation`.
+    """
+    check_layer(layer)
+    score_name, _ = _head(model)
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or len(frames) == 0:
+        raise ValueError(f"Expected frames (N >= 1, H, W, C). Received shape: {frames.shape}")
+    class_names = [str(c) for c in class_names]
+    index = None
+    if class_name is not None:
+        if class_name not in class_names:
+            raise ValueError(f"Unknown --class_name {class_name!r}; the model's classes are: "
+                             f"{', '.join(class_names)}")
+        index = class_names.index(class_name)
+    sampling = sampling or module.default_sampling(model)
+    indices = covering_indices(len(frames), sampling)
+    views = frames[indices]  # (K, T, H, W, C)
+
+    from lgd_tf import models
+
+    probabilities = np.concatenate([
+        models.class_probabilities(model(views[i:i + batch_size].astype(np.float32),
+                                         training=False))
+        for i in range(0, len(views), batch_size)]).mean(axis=0)
+    if index is None:
+        index = int(np.argmax(probabilities))
+    cams = np.concatenate([grad_cam_views(model, views[i:i + batch_size], index, layer, score)[0]
+                           for i in range(0, len(views), batch_size)])
+    total = np.zeros(frames.shape[:3], np.float32)
+    count = np.zeros(len(frames), np.float32)
+    for view, cam in zip(indices, cams, strict=True):
+        np.add.at(total, view, cam)
+        np.add.at(count, view, 1.0)
+    covered = np.flatnonzero(count)
+    nearest = covered[np.abs(np.arange(len(frames))[:, None] - covered[None]).argmin(axis=1)]
+    heatmaps = total[nearest] / count[nearest][:, None, None]
+    return Explanation(frames=frames[..., :3] if frames.shape[-1] >= 3 else frames,
+                       heatmaps=heatmaps.astype(np.float32), class_index=int(index),
+                       class_name=class_names[index], score=float(probabilities[index]),
+                       probabilities=probabilities.astype(np.float32),
+                       class_names=class_names, layer=layer, score_name=score_name)
+
+
+def find_model(path):
+    """The `.keras` file for Grad-CAM: a `.keras` path, a model_dir (stage2 / stage1) or an
+    export dir with model.keras."""
+    path = pathlib.Path(path)
+    if not path.exists():
+        raise ValueError(f"No model at {path}: expected a .keras file, a model_dir or an "
+                         "export dir")
+    if path.is_dir():
+        from lgd_tf.serving.export import KERAS_FILE
+
+        if (path / KERAS_FILE).is_file():
+            return path / KERAS_FILE
+        if not any((path / name).is_file() for name in loading.STAGE_FILES):
+            if loading.find_saved_model(path) is not None:
+                raise ValueError(
+                    f"{path} is a SavedModel without {KERAS_FILE}: a SavedModel keeps no "
+                    "gradients of the inner maps Grad-CAM needs; pass the .keras file (or an "
+                    "lgd_tf export dir, which has model.keras)")
+    return loading.find_keras_file(path)
+
+
+def explain_video(model, video, *, class_name=None, layer="local", score="logit",
+                  short_side=None, batch_size=8):
+    """Decodes `video` and explains it (see `explain_frames`).
+
+    Args:
+        model: a path (`.keras` file, model_dir, or export dir with model.keras) or a tuple
+            `(keras_model, class_names)`.
+        video: a video file PyAV reads.
+        class_name: the class explained (None: the top class).
+        layer: "local" (x_L) or "res2".."res5".
+        short_side: shorter side the frames are resized to (default: the model's evaluation
+            sampling; a model with a fixed input size gets frames resized to that size).
+
+    Returns:
+        An `Explanation`.
+    """
+    from lgd_tf import data
+
+    if isinstance(model, (str, pathlib.Path)):
+        keras_model, class_names, _ = loading.load_keras_model(find_model(model))
+    else:
+        keras_model, class_names = model
+    check_layer(layer)
+    _head(keras_model)
+    if module.clip_spec(keras_model)[-1] != 3:
+        raise ValueError("Grad-CAM overlays need an RGB model (3 input channels)")
+    video = pathlib.Path(video)
+    if not video.is_file():
+        raise ValueError(f"No video file at {video}")
+    height, width = module.clip_spec(keras_model)[1:3]
+    sampling = module.default_sampling(keras_model, short_side=short_side)
+    if height is not None and width is not None:
+        frames = data.decode_video(video)
+        frames = tf.image.resize(frames, (height, width), method="bilinear")
+        frames = np.clip(np.round(frames.numpy()), 0, 255).astype(np.uint8)
+    else:
+        frames = data.decode_video(video, short_side=sampling.short_side)
+    return explain_frames(keras_model, frames, class_names, class_name=class_name, layer=layer,
+                          score=score, sampling=sampling, batch_size=batch_size)
+
+
+# Drawing and writing.
+
+
+def colorize(heatmaps, colormap=DEFAULT_COLORMAP):
+    """(..., H, W) in [0, 1] -> uint8 RGB (..., H, W, 3) through a matplotlib colormap."""
+    import matplotlib
+
+    cmap = matplotlib.colormaps[colormap]
+    return (cmap(np.clip(heatmaps, 0.0, 1.0))[..., :3] * 255.0 + 0.5).astype(np.uint8)
+
+
+def overlay(frames, heatmaps, *, alpha=0.45, colormap=DEFAULT_COLORMAP):
+    """The frames with the coloured heatmaps blended over them, uint8 (N, H, W, 3)."""
+    frames = np.asarray(frames, np.float32)
+    colours = colorize(heatmaps, colormap).astype(np.float32)
+    return np.clip((1.0 - alpha) * frames + alpha * colours + 0.5, 0, 255).astype(np.uint8)
+
+
+def _upscale(images, min_side):
+    import cv2
+
+    height, width = images.shape[1:3]
+    factor = max(1, math.ceil(min_side / min(height, width)))
+    new_h, new_w = height * factor, width * factor
+    new_h, new_w = new_h + new_h % 2, new_w + new_w % 2  # even sizes for yuv420p
+    if (new_h, new_w) == (height, width):
+        return images
+    interpolation = cv2.INTER_NEAREST if factor > 1 else cv2.INTER_LINEAR
+    return np.stack([cv2.resize(image, (new_w, new_h), interpolation=interpolation)
+                     for image in images])
+
+
+def label(explanation):
+    return f"{explanation.class_name} p={explanation.score:.2f}"
+
+
+def _put_label(image, text):
+    """Writes `text` on a dark band at the top of `image` (in place); returns it."""
+    import cv2
+
+    height, width = image.shape[:2]
+    scale = max(0.35, min(width, height) / 400.0)
+    thickness = max(1, int(round(scale * 1.5)))
+    (text_w, text_h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
+    if text_w > width - 4:  # shrink to fit the width
+        scale *= (width - 4) / text_w
+        (text_w, text_h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale,
+                                                 thickness)
+    band = text_h + base + 6
+    image[:band] = (image[:band].astype(np.float32) * 0.35).astype(np.uint8)
+    cv2.putText(image, text, (3, 3 + text_h), cv2.FONT_HERSHEY_SIMPLEX, scale,
+                (255, 255, 255), thickness, cv2.LINE_AA)
+    return image
+
+
+def overlay_frames(explanation, *, min_side=256, alpha=0.45, colormap=DEFAULT_COLORMAP):
+    """The frames of the overlay video, uint8 (N, H', W', 3): heatmap blended, upscaled by a
+    whole factor so the shorter side is >= `min_side` (even sizes), class and score written."""
+    blended = overlay(explanation.frames, explanation.heatmaps, alpha=alpha, colormap=colormap)
+    big = np.ascontiguousarray(_upscale(blended, min_side))
+    text = label(explanation)
+    return np.stack([_put_label(image.copy(), text) for image in big])
+
+
+def pick_mp4_codec():
+    """The first MP4 video encoder PyAV has here (libx264, h264, mpeg4, libopenh264)."""
+    import av
+
+    for codec in MP4_CODECS:
+        if codec in av.codecs_available:
+            try:
+                av.codec.Codec(codec, "w")
+            except Exception:  # noqa: BLE001  (listed but no encoder)
+                continue
+            return codec
+    return None
+
+
+def write_video(path, frames, *, fps=8.0):
+    """Writes uint8 RGB frames (N, H, W, 3) to `path` (.mp4 with PyAV, .gif with Pillow).
+
+    Returns the path written (an .mp4 falls back to a .gif next to it when PyAV has no MP4
+    encoder here).
+    """
+    path = pathlib.Path(path)
+    kind = VIDEO_SUFFIXES.get(path.suffix.lower())
+    if kind is None:
+        raise ValueError(f"The output must end with .mp4 or .gif. Received: {path}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    codec = pick_mp4_codec() if kind == "mp4" else None
+    if kind == "mp4" and codec is None:
+        path, kind = path.with_suffix(".gif"), "gif"
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    if kind == "gif":
+        from PIL import Image
+
+        images = [Image.fromarray(frame) for frame in frames]
+        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:],
+                       duration=int(round(1000.0 / fps)), loop=0)
+    else:
+        from fractions import Fraction
+
+        import av
+
+        with av.open(str(tmp), mode="w", format="mp4") as container:
+            stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1000))
+            stream.height, stream.width = frames.shape[1:3]
+            stream.pix_fmt = "yuv420p"
+            if codec in ("libx264", "h264"):
+                stream.options = {"crf": "20"}
+            for frame in frames:
+                for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                    container.mux(packet)
+            for packet in stream.encode():
+                container.mux(packet)
+    tmp.replace(path)
+    return path
+
+
+def grid_figure(explanation, *, num_frames=6, alpha=0.45, colormap=DEFAULT_COLORMAP,
+                title=None, column_width=1.6):
+    """A matplotlib Figure: `num_frames` frames evenly spread over the video (top row) and
+    their Grad-CAM overlays (bottom row), with a colour bar. No pyplot state is touched."""
+    from matplotlib.figure import Figure
+
+    n = len(explanation.frames)
+    picks = np.unique(np.linspace(0, n - 1, min(num_frames, n)).round().astype(int))
+    blended = overlay(explanation.frames[picks], explanation.heatmaps[picks], alpha=alpha,
+                      colormap=colormap)
+    figure = Figure(figsize=(column_width * len(picks) + 0.9, 2 * column_width + 0.7),
+                    dpi=100, layout="constrained")
+    axes = figure.subplots(2, len(picks), squeeze=False)
+    for column, frame_index in enumerate(picks):
+        axes[0, column].imshow(explanation.frames[frame_index], interpolation="nearest")
+        axes[0, column].set_title(f"frame {frame_index}", fontsize=8)
+        image = axes[1, column].imshow(blended[column], interpolation="nearest")
+        for row in (0, 1):
+            axes[row, column].set_xticks([])
+            axes[row, column].set_yticks([])
+    axes[0, 0].set_ylabel("frame", fontsize=8)
+    axes[1, 0].set_ylabel("Grad-CAM", fontsize=8)
+    del image
+    import matplotlib
+
+    mappable = matplotlib.cm.ScalarMappable(cmap=matplotlib.colormaps[colormap])
+    mappable.set_clim(0.0, 1.0)
+    figure.colorbar(mappable, ax=axes[1, :].tolist(), shrink=0.9, pad=0.01, label="")
+    figure.suptitle(title or f"Grad-CAM on {_layer_text(explanation.layer)}: "
+                    f"{explanation.class_name} (p={explanation.score:.2f})", fontsize=9)
+    return figure
+
+
+def _layer_text(layer):
+    return "x_L" if layer == "local" else layer
+
+
+def write_grid(path, explanation, **kwargs):
+    """Saves `grid_figure(explanation, **kwargs)` as a PNG at `path`; returns the path."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure = grid_figure(explanation, **kwargs)
+    FigureCanvasAgg(figure)
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    figure.savefig(tmp, format="png")
+    tmp.replace(path)
+    return path
+
+
+def write_explanation(explanation, output, *, fps=8.0, min_side=256, grid_frames=6,
+                      alpha=0.45, colormap=DEFAULT_COLORMAP):
+    """Writes the overlay video at `output` (.mp4 or .gif) and the PNG grid next to it
+    (same name, .png). Returns `(video_path, png_path)`."""
+    output = pathlib.Path(output)
+    if output.suffix.lower() not in VIDEO_SUFFIXES:
+        raise ValueError(f"--output must end with .mp4 or .gif. Received: {output}")
+    frames = overlay_frames(explanation, min_side=min_side, alpha=alpha, colormap=colormap)
+    video_path = write_video(output, frames, fps=fps)
+    png_path = write_grid(output.with_suffix(".png"), explanation, num_frames=grid_frames,
+                          alpha=alpha, colormap=colormap)
+    return video_path, png_path
