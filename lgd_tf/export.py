@@ -1,7 +1,11 @@
-r"""`python -m lgd_tf.export --model_dir=... --export_dir=...`: SavedModel for TF Serving + .keras.
+r"""`python -m lgd_tf.export --model_dir=... --export_dir=...`: SavedModel (TF Serving), LiteRT
+or ONNX, + .keras.
 
     python -m lgd_tf.export --model_dir=runs/lgd3d_r50 --export_dir=exports/lgd3d_r50 \
         [--version=1] [--top_k=5] [--num_clips=15] [--short_side=120] ...
+    python -m lgd_tf.export --model_dir=... --export_dir=... --format=litert \
+        [--quantize=float16|dynamic_int8] [--crop_size=112] [--eval_pattern=eval-*.tfrecord]
+    python -m lgd_tf.export --model_dir=... --export_dir=... --format=onnx
 
 Layout written (TF Serving polls `export_dir` and serves the highest version):
 
@@ -10,6 +14,16 @@ Layout written (TF Serving polls `export_dir` and serves the highest version):
     export_dir/model.keras    the same Keras model (load with keras.saving.load_model after
                               `import lgd_tf`, safe_mode=True)
     export_dir/class_names.txt
+    export_dir/model.tflite   --format=litert, instead of export_dir/<version>/
+    export_dir/model.onnx     --format=onnx (opset 17), instead of export_dir/<version>/
+
+--format=litert / onnx: input "clip" (1, T, H, W, C) uint8 pixels, output "probabilities"
+(1, K) float32 (softmax of the stage-2 head; mean of the stage-1 heads' softmaxes); T and C
+from the model, H x W the run's training crop size (lgd_tf.data.train_dataset.crop_size in its
+operative_config.gin, else 112 LGD-3D / 224 LGD-2D), or --crop_size / --input_height /
+--input_width. TFLite built-in ops only (no Select-TF ops); run with ai-edge-litert or
+onnxruntime, no TensorFlow needed (docs/export_formats.md). With --eval_pattern the top-1
+accuracy of the exported model and of the Keras model on that evaluation set is printed.
 
 The SavedModel holds traced graphs and variables only: it runs where lgd_tf is not installed.
 An existing version is never overwritten, and a failed write leaves export_dir as it was.
@@ -32,7 +46,8 @@ import tokenize
 from absl import flags
 
 from lgd_tf.cli.command import Command
-from lgd_tf.serving import module
+from lgd_tf.serving import export as export_lib
+from lgd_tf.serving import litert, module
 from lgd_tf.serving.export import ExportResult, describe_sampling, export_model  # noqa: F401
 
 PROGRAM = "lgd_tf.export"
@@ -66,6 +81,22 @@ def define_flags(fv):
     flags.DEFINE_enum("short_video", None, ["loop", "pad"], "videos shorter than a clip: "
                       "indices wrap around or the last frame repeats; default: the run's, "
                       "else loop.", flag_values=fv)
+    flags.DEFINE_enum("format", "saved_model", list(export_lib.FORMATS), "saved_model (TF "
+                      "Serving), litert (.tflite) or onnx (.onnx).", flag_values=fv)
+    flags.DEFINE_enum("quantize", None, list(litert.QUANTIZATIONS), "litert only: float16 "
+                      "weights or dynamic-range int8; default float32.", flag_values=fv)
+    flags.DEFINE_integer("crop_size", None, "litert / onnx: square input size; default the "
+                         "run's training crop size, else 112 (3D) / 224 (2D).", flag_values=fv)
+    flags.DEFINE_integer("input_height", None, "litert / onnx: input height (overrides "
+                         "--crop_size).", flag_values=fv)
+    flags.DEFINE_integer("input_width", None, "litert / onnx: input width (overrides "
+                         "--crop_size).", flag_values=fv)
+    flags.DEFINE_string("eval_pattern", None, "litert / onnx: TFRecord glob of an evaluation "
+                        "set; prints the top-1 of the exported and of the Keras model on it "
+                        "(views sampled as the export's sampling, centre-cropped to the "
+                        "input size).", flag_values=fv)
+    flags.DEFINE_integer("eval_max_videos", None, "with --eval_pattern: at most this many "
+                         "videos.", flag_values=fv)
 
 
 def run_sampling(model_dir):
@@ -85,12 +116,49 @@ def run_sampling(model_dir):
              if name in SAMPLING_FLAGS and value is not None}, config)
 
 
+def run_crop_size(model_dir):
+    """`lgd_tf.data.train_dataset.crop_size` of the run at `model_dir` (its
+    operative_config.gin), or None."""
+    path = pathlib.Path(model_dir)
+    config = (path if path.is_dir() else path.parent) / OPERATIVE_CONFIG
+    if not path.exists() or not config.is_file():
+        return None
+    import gin  # gin stays at the edge
+    from lgd_tf.cli import configs  # noqa: F401  (registers the configurables)
+
+    gin.clear_config()
+    try:
+        gin.parse_config(config.read_text(), skip_unknown=True)
+        for scope in ("", "stage2/", "stage1/"):
+            try:
+                value = gin.query_parameter(f"{scope}lgd_tf.data.train_dataset.crop_size")
+            except ValueError:
+                continue
+            while str(value).startswith("%"):
+                value = gin.query_parameter(str(value))
+            return int(value) if value is not None else None
+        return None
+    except (SyntaxError, ValueError, KeyError, TypeError, tokenize.TokenError) as error:
+        raise ValueError(f"cannot read {config}: {str(error).splitlines()[0]}") from None
+    finally:
+        gin.clear_config()
+
+
 def _check_flags(fv):
     if fv.version < 0:
         raise ValueError(f"--version must be >= 0. Received: {fv.version}")
-    for name in ("top_k", "num_clips", "short_side", "temporal_stride"):
+    for name in ("top_k", "num_clips", "short_side", "temporal_stride", "crop_size",
+                 "input_height", "input_width", "eval_max_videos"):
         if fv[name].value is not None and fv[name].value < 1:
             raise ValueError(f"--{name} must be >= 1. Received: {fv[name].value}")
+    edge_only = ("quantize", "crop_size", "input_height", "input_width", "eval_pattern")
+    if fv.format == "saved_model":
+        given = [f"--{name}" for name in edge_only if fv[name].value is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)} apply to --format=litert / onnx only")
+    if fv.quantize is not None and fv.format != "litert":
+        raise ValueError(f"--quantize applies to --format=litert only. Received: "
+                         f"--format={fv.format}")
     if fv.num_crops not in (None, 1, 3):
         raise ValueError(f"--num_crops must be 1 or 3. Received: {fv.num_crops}")
 
@@ -115,6 +183,8 @@ def export(fv):
     given = {flag: fv[flag].value for flag in SAMPLING_FLAGS.values()
              if fv[flag].value is not None}
     start = time.perf_counter()
+    if fv.format != "saved_model":
+        return _export_edge(fv, {**from_run, **given}, start)
     result = export_model(fv.model_dir, fv.export_dir, version=fv.version, top_k=fv.top_k,
                           **{**from_run, **given})
     print(f"sampling: {describe_sampling(result.sampling)} ({_source(config, from_run, given)})")
@@ -122,6 +192,46 @@ def export(fv):
           f"{', '.join(module.SIGNATURE_KEYS)}); Keras: {result.keras_path}; "
           f"{len(result.class_names)} classes; {time.perf_counter() - start:.1f} s",
           flush=True)
+
+
+def _export_edge(fv, sampling, start):
+    crop = fv.crop_size or run_crop_size(fv.model_dir)
+    if fv.eval_pattern is not None:
+        from lgd_tf.data import pipelines
+
+        pipelines.list_files(fv.eval_pattern)  # ValueError now rather than after converting
+    result = export_model(fv.model_dir, fv.export_dir, format=fv.format,
+                          quantize=fv.quantize, input_height=fv.input_height or crop,
+                          input_width=fv.input_width or crop, **sampling)
+    name = {"litert": "LiteRT", "onnx": "ONNX"}[fv.format]
+    print(f"{name}: {result.model_path} (input clip {result.input_shape} uint8, output "
+          f"probabilities (1, {len(result.class_names)}); "
+          f"{'float32' if fv.quantize is None else fv.quantize}; "
+          f"{result.model_path.stat().st_size / 2**20:.2f} MiB); Keras: {result.keras_path}; "
+          f"{len(result.class_names)} classes; {time.perf_counter() - start:.1f} s",
+          flush=True)
+    if fv.eval_pattern is not None:
+        from lgd_tf.data import eval_dataset
+        from lgd_tf.serving import loading
+
+        model, class_names, _ = loading.load_keras_model(fv.model_dir)
+        modality = "flow" if result.input_shape[-1] == 2 else "rgb"
+        s = result.sampling
+        dataset = eval_dataset(fv.eval_pattern, model=s.model, modality=modality,
+                               num_clips=s.num_clips, num_crops=s.num_crops,
+                               num_frames=s.num_frames, num_segments=s.num_segments,
+                               short_side=s.short_side, temporal_stride=s.temporal_stride,
+                               short_video=s.short_video, num_classes=len(class_names))
+        if fv.format == "litert":
+            runner = litert.LiteRTRunner(result.model_path)
+        else:
+            from lgd_tf.serving import onnx
+
+            runner = onnx.ONNXRunner(result.model_path)
+        comparison = litert.compare_top1(runner, model, dataset,
+                                         max_videos=fv.eval_max_videos)
+        print(f"evaluation ({fv.eval_pattern}; {describe_sampling(s)}): "
+              f"{comparison.describe(name)}", flush=True)
 
 
 COMMAND = Command(PROGRAM, __doc__, define_flags, export, required=["model_dir", "export_dir"])
