@@ -48,7 +48,12 @@ setuptools.setup(
         "cpu": ["tensorflow-cpu>=2.21.0"],
         "gpu": ["tensorflow[and-cuda]>=2.21.0"],
         "tpu": ["tensorflow>=2.21.0"],
+        # --format=litert / onnx of lgd_tf.export (docs/export_formats.md).
+        "export": ["ai-edge-litert>=2.0", "tf2onnx>=1.17", "onnxruntime>=1.20"],
         "test": [
+            "ai-edge-litert>=2.0",  # tests/export/test_litert_onnx.py
+            "onnxruntime>=1.20",
+            "tf2onnx>=1.17",
             "pillow>=10.0",
             "pytest>=8.0",
             "pytest-xdist>=3.5",
