@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 
+START = time.perf_counter()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
@@ -52,12 +53,12 @@ COLUMNS = (("row", 44), ("batch", 6), ("steps", 6), ("train clips/s", 14), ("GFL
 # Full size (GPU) and smoke (CPU) settings.
 FULL = dict(model_kwargs=dict(depth=50, num_classes=400), clip=(16, 112, 112, 3), matmul_n=8192,
             videos=200, frames=32, frame_size=(128, 171), resize=None, steps=30, seconds=5.0,
-            warmup=3, budget_s=540.0, pipeline_seconds=10.0)
+            warmup=3, budget_s=540.0, pipeline_seconds=10.0, pipeline_reserve_s=60.0)
 SMOKE = dict(model_kwargs=dict(depth=50, num_classes=10, stage_blocks=(1, 1, 1, 1),
                                base_filters=8, num_frames=8, sketch_dim=64),
              clip=(8, 32, 32, 3), matmul_n=256, videos=4, frames=12, frame_size=(40, 54),
              resize=(36, 48), steps=2, seconds=1.0, warmup=1, budget_s=600.0,
-             pipeline_seconds=1.0)
+             pipeline_seconds=1.0, pipeline_reserve_s=0.0)
 
 
 def config_name(head, dtype, jit):
@@ -65,7 +66,8 @@ def config_name(head, dtype, jit):
 
 
 def all_configs():
-    """Priority order: without XLA first (cheaper to compile), fp32 first."""
+    """Order of the rows: without XLA first (cheaper to compile, and the MirroredStrategy
+    row runs between the two halves), fp32 first."""
     return [(head, dtype, jit) for jit in (False, True) for head in HEADS for dtype in DTYPES]
 
 
@@ -113,7 +115,9 @@ def matmul_rate(dtype, n, settings):
     a = tf.random.normal((n, n), dtype=tf.float32)
     b = tf.random.normal((n, n), dtype=tf.float32)
     a, b = tf.cast(a, dtype), tf.cast(b, dtype)
-    matmul = tf.function(lambda: tf.reduce_sum(tf.cast(tf.matmul(a, b)[:1], tf.float32)))
+    # The whole product is reduced (as model_throughput.py does) so none of it can be pruned;
+    # the sum may overflow in float16: only the time counts.
+    matmul = tf.function(lambda: tf.reduce_sum(tf.matmul(a, b)))
     steps, per_step = timed_steps(lambda: matmul().numpy(), settings["warmup"] + 2,
                                   10 * settings["steps"], settings["seconds"])
     return steps, 2 * n**3 / per_step / 1e9
@@ -160,15 +164,12 @@ def step_functions(model, optimizer, jit, global_batch):
     return tf.function(forward, jit_compile=jit), tf.function(train, jit_compile=jit)
 
 
-def measure_config(head, dtype, jit, batch, settings, cache):
+def measure_config(head, dtype, jit, batch, settings, models):
     """{"train": (steps, s/step), "forward": (steps, s/step)} of one configuration; the model
     of (head, dtype) is built once and shared by xla-off and xla-on."""
-    key = (head, dtype)
-    if cache.get("key") != key:
-        cache.clear()
-        gc.collect()
-        cache["key"], cache["model"] = key, build(head, dtype, settings)
-    model, optimizer = cache["model"]
+    if (head, dtype) not in models:
+        models[(head, dtype)] = build(head, dtype, settings)
+    model, optimizer = models[(head, dtype)]
     keras.mixed_precision.set_global_policy(dtype)
     x, y = make_batch(settings["clip"], batch, settings["model_kwargs"]["num_classes"])
     forward, train = step_functions(model, optimizer, jit, batch)
@@ -180,12 +181,14 @@ def measure_config(head, dtype, jit, batch, settings, cache):
     return result
 
 
-def flops_per_clip(head, settings, cache):
-    """Forward FLOPs per clip of LGD-3D (`head`), counted once on the fp32 model."""
+def flops_per_clip(head, settings, cache, models):
+    """Forward FLOPs per clip of LGD-3D (`head`), counted once on an fp32 model."""
     if head not in cache:
         keras.mixed_precision.set_global_policy("float32")
-        keras.utils.set_random_seed(0)
-        model = lgd_tf.models.lgd3d(head=head, **settings["model_kwargs"])
+        model = models.get((head, "float32"), (None,))[0]
+        if model is None:
+            keras.utils.set_random_seed(0)
+            model = lgd_tf.models.lgd3d(head=head, **settings["model_kwargs"])
         cache[head] = forward_flops(model, settings["clip"])
         del model
         gc.collect()
@@ -249,6 +252,33 @@ def mirrored_train(head, dtype, per_replica_batch, settings, devices):
     return replicas, steps, per_step
 
 
+def mirrored_row(table, train_rate, flops, peaks, batch, settings, gpus, deadline, guess):
+    """The MirroredStrategy row: the first row's configuration (XLA off) on every GPU."""
+    reference = next(iter(train_rate), None)
+    if reference is None:
+        return
+    head, dtype, _ = reference
+    devices = [g.name.replace("physical_device:", "") for g in gpus] if gpus else ["/cpu:0"]
+    name = f"MirroredStrategy x{len(devices)} {head} {dtype} xla-off"
+    if time.perf_counter() + guess > deadline:
+        table.add(name, (batch, None, None, None, None, None, None, None), "skipped: time budget")
+        return
+    try:
+        replicas, steps, per_step = mirrored_train(head, dtype, batch, settings, devices)
+    except Exception as error:
+        table.add(name, (batch, None, None, None, None, None, None, None), error_text(error))
+        return
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+        gc.collect()
+    clips = replicas * batch / per_step
+    gflops = 3 * clips * flops[head] / 1e9
+    scaling = clips / train_rate[reference]
+    table.add(name, (replicas * batch, steps, clips, gflops, gflops / peaks[dtype] / replicas,
+                     None, None, None),
+              f"scaling {scaling:.2f} x one GPU ({scaling / replicas:.2f} per replica)")
+
+
 def gpu_memory_gib():
     """Total memory of GPU 0 from nvidia-smi, or None."""
     try:
@@ -301,6 +331,9 @@ def parse_args(argv):
                         help="time cap of each timed measurement")
     parser.add_argument("--budget_s", type=float, default=None,
                         help="configurations that would start later are skipped (default 540)")
+    parser.add_argument("--smoke_xla", action="store_true",
+                        help="--cpu_smoke with the xla-on rows too (XLA's CPU compile of each "
+                        "train step takes minutes)")
     parser.add_argument("--no_pipeline", action="store_true")
     parser.add_argument("--no_mirrored", action="store_true")
     return parser.parse_args(argv)
@@ -308,7 +341,7 @@ def parse_args(argv):
 
 def main(argv=None):
     """Prints the device line and the table; returns the table's rows (or None: no GPU)."""
-    start = time.perf_counter()
+    start = START if argv is None else time.perf_counter()
     args = parse_args(argv)
     gpus = tf.config.list_physical_devices("GPU")
     if not gpus and not args.cpu_smoke:
@@ -319,7 +352,9 @@ def main(argv=None):
     for name in ("steps", "seconds", "budget_s"):
         if getattr(args, name) is not None:
             settings[name] = getattr(args, name)
-    deadline = start + settings["budget_s"]
+    # The input pipeline row comes last: keep its time out of the configurations' budget.
+    deadline = start + settings["budget_s"] - (0 if args.no_pipeline else
+                                               settings["pipeline_reserve_s"])
     batch = args.batch or (2 if args.cpu_smoke else default_batch(gpu_memory_gib()))
     configs = all_configs()
     if args.configs is not None:
@@ -329,8 +364,8 @@ def main(argv=None):
             raise SystemExit(f"unknown --configs {sorted(unknown)}; known: "
                              f"{[config_name(*c) for c in configs]}")
         configs = [c for c in configs if config_name(*c) in wanted]
-    if args.cpu_smoke:
-        # XLA's CPU backend does not compile every op of the model: smoke rows run without it.
+    if args.cpu_smoke and not args.smoke_xla:
+        # XLA compiles the tiny train step on CPU, but in minutes: smoke rows run without it.
         configs = [c for c in configs if not c[2]]
 
     print(device_line(gpus, batch, args.cpu_smoke), flush=True)
@@ -341,23 +376,28 @@ def main(argv=None):
         steps, peaks[dtype] = matmul_rate(MATMUL_DTYPE[dtype], n, settings)
         table.add(f"matmul {n}^3 {MATMUL_DTYPE[dtype].name}", (None, steps, None, peaks[dtype],
                                                                1.0, None, None, None))
-    flops, cache, train_rate = {}, {}, {}
-    longest = 0.0
+    flops, models, train_rate = {}, {}, {}
+    longest = {False: 0.0, True: 0.0}  # seconds of the longest configuration, per XLA mode
     for i, (head, dtype, jit) in enumerate(configs):
+        if jit and not any(c[2] for c in configs[:i]) and not args.no_mirrored:
+            mirrored_row(table, train_rate, flops, peaks, batch, settings, gpus, deadline,
+                         longest[False])
         name = config_name(head, dtype, jit)
-        if time.perf_counter() + longest > deadline:
+        # Not measured yet: an XLA compile is guessed at twice the longest plain one.
+        guess = longest[jit] or (2 * longest[False] if jit else 0.0)
+        if time.perf_counter() + guess > deadline:
             table.add(name, (batch, None, None, None, None, None, None, None),
                       "skipped: time budget")
             continue
         began = time.perf_counter()
         try:
-            f = flops_per_clip(head, settings, flops)
-            result = measure_config(head, dtype, jit, batch, settings, cache)
+            result = measure_config(head, dtype, jit, batch, settings, models)
+            f = flops_per_clip(head, settings, flops, models)
         except Exception as error:  # an op XLA or a dtype rejects: say so and go on
             table.add(name, (batch, None, None, None, None, None, None, None), error_text(error))
             continue
         finally:
-            longest = max(longest, time.perf_counter() - began)
+            longest[jit] = max(longest[jit], time.perf_counter() - began)
         (steps, train_s), (_, fwd_s) = result["train"], result["forward"]
         train_gflops = 3 * batch * f / train_s / 1e9
         fwd_gflops = batch * f / fwd_s / 1e9
@@ -366,43 +406,24 @@ def main(argv=None):
                          batch / fwd_s, fwd_gflops, fwd_gflops / peaks[dtype]),
                   f"{f / 1e9:.4g} GFLOP/clip forward" if i == 0 or configs[i - 1][0] != head
                   else "")
-    cache.clear()
+    if not any(c[2] for c in configs) and not args.no_mirrored:
+        mirrored_row(table, train_rate, flops, peaks, batch, settings, gpus, deadline,
+                     longest[False])
+    models.clear()
     keras.mixed_precision.set_global_policy("float32")
     gc.collect()
 
-    reference = next(iter(train_rate), None)
     if not args.no_pipeline:
         name = f"input pipeline (train_dataset, {settings['videos']} videos)"
+        fastest = max(train_rate, key=train_rate.get, default=None)
         try:
             with tempfile.TemporaryDirectory() as folder:
                 steps, clips = pipeline_rate(folder, batch, settings)
-            note = (f"= {clips / train_rate[reference]:.2f} x train step "
-                    f"({config_name(*reference)})" if reference else "")
+            note = (f"= {clips / train_rate[fastest]:.2f} x the fastest train step "
+                    f"({config_name(*fastest)})" if fastest else "")
             table.add(name, (batch, steps, clips, None, None, None, None, None), note)
         except Exception as error:
             table.add(name, (batch, None, None, None, None, None, None, None), error_text(error))
-    if not args.no_mirrored and reference is not None:
-        head, dtype, _ = reference
-        devices = ([g.name.replace("physical_device:", "") for g in gpus] if gpus
-                   else ["/cpu:0"])
-        name = f"MirroredStrategy x{len(devices)} {head} {dtype} xla-off"
-        if time.perf_counter() + longest > deadline + 60:
-            table.add(name, (batch, None, None, None, None, None, None, None),
-                      "skipped: time budget")
-        else:
-            try:
-                replicas, steps, per_step = mirrored_train(head, dtype, batch, settings, devices)
-                clips = replicas * batch / per_step
-                gflops = 3 * clips * flops[head] / 1e9
-                table.add(name, (replicas * batch, steps, clips, gflops,
-                                 gflops / peaks[dtype] / replicas, None, None, None),
-                          f"scaling {clips / train_rate[reference]:.2f} x one GPU "
-                          f"({clips / train_rate[reference] / replicas:.2f} per replica)")
-            except Exception as error:
-                table.add(name, (batch, None, None, None, None, None, None, None),
-                          error_text(error))
-            finally:
-                keras.mixed_precision.set_global_policy("float32")
     print(f"wall time {time.perf_counter() - start:.0f} s", flush=True)
     return table.rows
 
