@@ -66,7 +66,7 @@ def test_find_keras_file_prefers_stage2(tmp_path):
         loading.find_keras_file(tmp_path / "model.h5")
 
 
-def test_features_of_lgd2d_are_g_L_and_the_pooled_local_map():
+def test_features_of_lgd2d_are_g_L_the_pooled_local_map_and_the_embedding():
     import keras
     import numpy as np
 
@@ -83,3 +83,9 @@ def test_features_of_lgd2d_are_g_L_and_the_pooled_local_map():
                                atol=1e-5)
     np.testing.assert_allclose(got["local_features"], local.mean(axis=(1, 2, 3)), rtol=1e-4,
                                atol=1e-5)
+    # The retrieval embedding: g_L over its L2 norm, alongside the existing outputs.
+    assert set(got) == {"global_features", "local_features", module.EMBEDDING}
+    g = got["global_features"]
+    np.testing.assert_allclose(got[module.EMBEDDING], g / np.linalg.norm(g, axis=1,
+                                                                          keepdims=True),
+                               rtol=1e-5, atol=1e-6)

@@ -57,7 +57,9 @@ def test_predict_command_on_the_savedmodel_prints_the_right_label(exported, vide
     assert result.returncode == 0, result.stderr
     output = json.loads(result.stdout)
     assert [entry["label"] for entry in output["top_k"]] == ["bright", "dark"]
-    assert output["top_k"][0]["score"] > 0.9
+    # The tiny model's scores after 24 steps (with the Eq. 5 features signed-sqrt + L2
+    # normalised, the builders' default) are about 0.83 for this video.
+    assert output["top_k"][0]["score"] > 0.75
     assert output["models"] == [{"path": str(export_dir / "1"), "modality": "rgb"}]
 
 

@@ -8,9 +8,8 @@ import pytest
 
 import lgd_tf.data
 from lgd_tf.data import video as video_lib
-from lgd_tf.serving import classifier
 from lgd_tf.serving import predict as predict_lib
-from tests.export.conftest import NUM_CLIPS, SHORT_SIDE, bright_or_dark_clips, write_video
+from tests.export.conftest import SHORT_SIDE, bright_or_dark_clips, write_video
 
 
 @pytest.fixture(scope="module")
@@ -39,12 +38,10 @@ def test_streaming_scores_equal_the_whole_video_path(exported, trained_model_dir
                                                      streaming_videos):
     export_dir, _ = exported
     models = {
-        "savedmodel": classifier.load_classifier(export_dir),
-        ".keras": classifier.load_classifier(trained_model_dir / "stage2.keras",
-                                             num_clips=3, short_side=SHORT_SIDE),
-        ".keras 3 crops": classifier.load_classifier(trained_model_dir / "stage2.keras",
-                                                     num_clips=NUM_CLIPS, num_crops=3,
-                                                     short_side=SHORT_SIDE),
+        "savedmodel": predict_lib.as_classifier(export_dir),
+        ".keras, 3 clips x 3 crops": predict_lib.as_classifier(
+            trained_model_dir / "stage2.keras", num_clips=3, num_crops=3,
+            short_side=SHORT_SIDE),
     }
     for name, clf in models.items():
         for video in streaming_videos:
@@ -56,10 +53,8 @@ def test_streaming_scores_equal_the_whole_video_path(exported, trained_model_dir
             np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6, err_msg=name)
 
 
-def test_a_wrong_container_frame_count_is_corrected(trained_model_dir, streaming_videos,
-                                                    monkeypatch):
-    clf = classifier.load_classifier(trained_model_dir / "stage2.keras", num_clips=3,
-                                     short_side=SHORT_SIDE)
+def test_a_wrong_container_frame_count_is_corrected(exported, streaming_videos, monkeypatch):
+    clf = predict_lib.as_classifier(exported[0])
     video = streaming_videos[1]
     assert predict_lib.count_frames(video) == 13
     frames, expected = _whole_video(clf, video)
@@ -72,12 +67,10 @@ def test_a_wrong_container_frame_count_is_corrected(trained_model_dir, streaming
                                    expected, rtol=0, atol=1e-6)
 
 
-def test_streaming_decode_applies_the_rotation(trained_model_dir, streaming_videos,
-                                               monkeypatch):
+def test_streaming_decode_applies_the_rotation(exported, streaming_videos, monkeypatch):
     """A quarter turn in the display matrix reaches the views (predict decodes through
     `iter_frames`): PyAV cannot write the matrix, so every frame is declared rotated."""
-    clf = classifier.load_classifier(trained_model_dir / "stage2.keras", num_clips=2,
-                                     short_side=SHORT_SIDE)
+    clf = predict_lib.as_classifier(exported[0])
     video = streaming_videos[1]  # 36x48 frames
     upright = predict_lib.video_views(video, clf.sampling)
     rotate = video_lib.rotate_frame
