@@ -1,0 +1,201 @@
+"""Grad-CAM (lgd_tf.serving.explain, python -m lgd_tf.explain): where a tiny LGD-3D trained on
+the demo videos looks, the overlay video and PNG grid, and the one-line errors."""
+
+import av
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+import lgd_tf
+from lgd_tf import explain as explain_command
+from lgd_tf.data import demo
+from lgd_tf.serving import explain
+from tests.export.conftest import recalibrate_batch_norm, write_video
+
+NUM_FRAMES = 8  # the model's clip length; the demo videos have 16 frames of 64 x 64
+MOTIONS = list(demo.MOTIONS)
+TRAIN_STEPS = 150
+BATCH = 16
+MIN_FRACTION = 0.8
+
+
+def demo_videos(split, per_class, seed):
+    """Demo videos rendered as lgd_tf.data.demo does, with what is needed to find the digit:
+    a list of (frames (16, 64, 64, 3), label, sprite mask (24, 24), motion, start)."""
+    images = demo._digit_images()
+    rng = np.random.default_rng(seed)
+    items = []
+    for label in range(len(demo.CLASS_NAMES)):
+        digit, motion = demo.DIGITS[label // 4], MOTIONS[label % 4]
+        pool = images[digit]
+        cut = (2 * len(pool)) // 3
+        pool = pool[:cut] if split == "train" else pool[cut:]
+        for _ in range(per_class):
+            image = pool[rng.integers(len(pool))]
+            start = rng.integers(0, demo.FRAME_SIZE, size=2)
+            frames = demo.render_video(image, motion, start, rng)
+            mask = np.kron(image / 16.0, np.ones((demo.SCALE, demo.SCALE))) > 0.25
+            items.append((frames, label, mask, motion, start))
+    return items
+
+
+def peak_in_digit_box(peaks, mask, motion, start):
+    """Per frame: is the heatmap's peak (row, col) inside the digit's bounding box? The sprite
+    wraps around the frame edges, so positions are compared modulo the frame size."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    dy, dx = demo.MOTIONS[motion]
+    hits = []
+    for t, (row, col) in enumerate(peaks):
+        y = (row - start[0] - dy * demo.SPEED * t) % demo.FRAME_SIZE
+        x = (col - start[1] - dx * demo.SPEED * t) % demo.FRAME_SIZE
+        hits.append(rows[0] <= y <= rows[-1] and cols[0] <= x <= cols[-1])
+    return np.array(hits)
+
+
+@pytest.fixture(scope="module")
+def demo_model_dir(tmp_path_factory):
+    """model_dir (stage1.keras + class_names.txt) of a tiny stage-1 LGD-3D (4 base filters, one
+    unit per stage, 8 frames of 64 x 64) trained with Adam on 8-frame clips of 192 demo
+    videos, then BN statistics recalibrated."""
+    keras.utils.set_random_seed(0)
+    videos = demo_videos("train", 16, seed=1)
+    frames = np.stack([v[0] for v in videos])
+    labels = np.array([v[1] for v in videos], np.int32)
+    model = lgd_tf.models.lgd3d(num_classes=len(demo.CLASS_NAMES), head="stage1",
+                                num_frames=NUM_FRAMES, stage_blocks=(1, 1, 1, 1),
+                                base_filters=4, sketch_dim=64)
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss={"local": loss, "global": loss})
+    rng = np.random.default_rng(0)
+
+    def batches():
+        while True:
+            index = rng.integers(0, len(frames), BATCH)
+            starts = rng.integers(0, demo.NUM_FRAMES - NUM_FRAMES + 1, BATCH)
+            clips = frames[index[:, None], starts[:, None] + np.arange(NUM_FRAMES)]
+            yield clips.astype("float32"), {"local": labels[index], "global": labels[index]}
+
+    model.fit(batches(), steps_per_epoch=TRAIN_STEPS, epochs=1, verbose=0)
+    recalibrate_batch_norm(model, next(batches())[0])
+    model_dir = tmp_path_factory.mktemp("explain_model")
+    model.save(model_dir / "stage1.keras")
+    (model_dir / "class_names.txt").write_text("\n".join(demo.CLASS_NAMES) + "\n")
+    return model_dir
+
+
+@pytest.fixture(scope="module")
+def demo_model(demo_model_dir):
+    return keras.saving.load_model(demo_model_dir / "stage1.keras", safe_mode=True)
+
+
+def test_grad_cam_peak_falls_on_the_moving_digit(demo_model, record_property):
+    hits = []
+    for frames, label, mask, motion, start in demo_videos("eval", 1, seed=2):
+        result = explain.explain_frames(demo_model, frames, demo.CLASS_NAMES,
+                                        class_name=demo.CLASS_NAMES[label])
+        assert result.heatmaps.shape == frames.shape[:3]
+        hits.append(peak_in_digit_box(result.peaks(), mask, motion, start))
+    fraction = float(np.mean(hits))
+    record_property("peak_in_digit_box", fraction)
+    print(f"Grad-CAM peak inside the digit's box in {fraction:.1%} of {np.size(hits)} frames")
+    assert fraction >= MIN_FRACTION
+
+
+def test_grad_cam_of_one_clip_is_a_map_in_0_1_per_frame(demo_model):
+    clip = demo_videos("eval", 1, seed=3)[0][0][:NUM_FRAMES]
+    for layer in ("local", "res3"):
+        cam = explain.grad_cam(demo_model, clip, 0, layer=layer)
+        assert cam.shape == (NUM_FRAMES, 64, 64) and cam.dtype == np.float32
+        assert cam.min() >= 0.0 and cam.max() == pytest.approx(1.0)
+
+
+def test_grad_cam_of_a_stage2_model_differentiates_the_combined_logit():
+    keras.utils.set_random_seed(1)
+    model = lgd_tf.models.lgd3d(num_classes=3, head="stage2", num_frames=8,
+                                stage_blocks=(1, 1, 1, 1), base_filters=4, sketch_dim=32)
+    clips = np.random.default_rng(0).integers(0, 256, (2, 8, 40, 48, 3)).astype(np.uint8)
+    cams, logits = explain.grad_cam_views(model, clips, [0, 2], layer="res4")
+    assert cams.shape == (2, 8, 40, 48) and logits.shape == (2, 3)
+    assert np.all((cams >= 0) & (cams <= 1))
+    assert explain._head(model)[0].startswith("combined logit")
+
+
+def test_upsampling_puts_cell_i_on_pixel_stride_times_i():
+    cams = np.zeros((1, 2, 4, 4), np.float32)
+    cams[0, :, 1, 2] = 1.0
+    up = explain.upsample(cams, (8, 64, 64))
+    assert up.shape == (1, 8, 64, 64)
+    assert np.unravel_index(up[0, 0].argmax(), (64, 64)) == (16, 32)
+
+
+def test_command_writes_a_decodable_overlay_video_and_a_png_grid(demo_model_dir, tmp_path,
+                                                                  capsys):
+    frames, label = demo_videos("eval", 1, seed=4)[5][:2]
+    video = write_video(tmp_path / "digit.mp4", frames)
+    output = tmp_path / "out" / "digit_cam.mp4"
+    code = explain_command.run(["lgd_tf.explain", f"--model={demo_model_dir}",
+                                f"--video={video}", f"--output={output}", "--short_side=64",
+                                f"--class_name={demo.CLASS_NAMES[label]}"])
+    assert code == 0, capsys.readouterr().err
+    assert demo.CLASS_NAMES[label] in capsys.readouterr().out
+    with av.open(str(output)) as container:
+        decoded = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    # 64 x 64 frames upscaled by 4 (--min_side=256), every frame of the video.
+    assert len(decoded) == len(frames)
+    assert decoded[0].shape == (256, 256, 3)
+    with Image.open(output.with_suffix(".png")) as grid:
+        assert grid.format == "PNG" and grid.width > 400
+
+
+def test_gif_output(demo_model_dir, tmp_path):
+    model, names, _ = lgd_tf.serving.loading.load_keras_model(demo_model_dir)
+    frames = demo_videos("eval", 1, seed=5)[0][0][:10]
+    result = explain.explain_frames(model, frames, names)
+    assert result.class_name == names[int(np.argmax(result.probabilities))]
+    gif, png = explain.write_explanation(result, tmp_path / "a.gif", min_side=100)
+    with av.open(str(gif)) as container:
+        decoded = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    assert len(decoded) == 10 and decoded[0].shape == (128, 128, 3)
+    assert png.is_file()
+
+
+def test_model_paths(demo_model_dir, tmp_path):
+    assert explain.find_model(demo_model_dir) == demo_model_dir / "stage1.keras"
+    export_dir = tmp_path / "export"
+    (export_dir / "1").mkdir(parents=True)
+    (export_dir / "1" / "saved_model.pb").write_bytes(b"")
+    with pytest.raises(ValueError, match="SavedModel keeps no gradients"):
+        explain.find_model(export_dir)
+    (export_dir / "model.keras").write_bytes(b"")
+    assert explain.find_model(export_dir) == export_dir / "model.keras"
+
+
+def _error_line(capsys):
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+def test_bad_inputs_exit_2_with_one_line(demo_model_dir, tmp_path, capsys):
+    video = write_video(tmp_path / "v.mp4", demo_videos("eval", 1, seed=6)[0][0])
+    base = ["lgd_tf.explain", f"--model={demo_model_dir}", f"--output={tmp_path / 'o.mp4'}"]
+
+    assert explain_command.run(base + [f"--video={tmp_path / 'missing.mp4'}"]) == 2
+    assert _error_line(capsys).startswith("lgd_tf.explain: error: No video file at")
+
+    assert explain_command.run(base + [f"--video={video}", "--class_name=digit9_left"]) == 2
+    line = _error_line(capsys)
+    assert "digit9_left" in line and "digit0_left, digit0_right" in line
+
+    saved_model = tmp_path / "export"
+    saved_model.mkdir()
+    (saved_model / "saved_model.pb").write_bytes(b"")
+    assert explain_command.run(["lgd_tf.explain", f"--model={saved_model}", f"--video={video}",
+                                f"--output={tmp_path / 'o.mp4'}"]) == 2
+    assert "keeps no gradients" in _error_line(capsys)
+
+    assert explain_command.run(base + [f"--video={video}", "--stage=res9"]) == 2
+    assert "res9" in _error_line(capsys)
+    assert explain_command.run(base[:2] + [f"--video={video}", "--output=o.avi"]) == 2
+    assert ".mp4 or .gif" in _error_line(capsys)
