@@ -17,18 +17,18 @@ Prints RSS (VmRSS of /proc/self/status) at each checkpoint, the growth from vide
 video 50 (after warm-up) to the last, and MB per 100 videos.
 
   --mode=length  peak RSS against the video's length: one video per length (moving noise,
-                 320x240, 25 fps), each scored in a fresh process (ru_maxrss is a process's
-                 peak) by the streaming `predict_video` and, for comparison, by the whole-video
-                 path (`video_frames` + `VideoClassifier.video_probabilities`, every frame
-                 decoded and held); prints peak RSS per length and path and the difference
-                 between the longest and the shortest video.
+                 320x240, 25 fps), each scored in a fresh process (VmHWM, the process's peak
+                 RSS; ru_maxrss would keep the forking parent's peak across exec) by the
+                 streaming `predict_video` and, for comparison, by the whole-video path
+                 (`video_frames` + `VideoClassifier.video_probabilities`, every frame decoded
+                 and held); prints peak RSS per length and path and the difference between
+                 the longest and the shortest video.
 """
 
 import argparse
 import json
 import os
 import pathlib
-import resource
 import subprocess
 import sys
 import tempfile
@@ -42,12 +42,13 @@ import numpy as np  # noqa: E402
 NUM_FILES = 10
 
 
-def rss_mb():
+def rss_mb(field="VmRSS"):
+    """VmRSS (now) or VmHWM (peak) of /proc/self/status, MB."""
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
+    raise RuntimeError(f"no {field} in /proc/self/status")
 
 
 def write_video(path, frames, fps=25):
@@ -108,7 +109,7 @@ def score_one(args):
     from lgd_tf.serving import predict
 
     clf = classifier_lib.load_classifier(args.export)
-    loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    loaded = rss_mb("VmHWM")
     started = time.perf_counter()
     if args.path == "stream":
         probabilities = predict.predict_video(clf, args.video).probabilities
@@ -116,7 +117,7 @@ def score_one(args):
         frames = predict.video_frames(args.video, 3, clf.sampling.short_side)
         probabilities = clf.video_probabilities(frames)
     seconds = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = rss_mb("VmHWM")
     print(json.dumps({"loaded_mb": loaded, "peak_mb": peak, "seconds": seconds,
                       "probabilities": [float(p) for p in probabilities]}))
 
@@ -140,9 +141,10 @@ def length_mode(args):
                 results[n, path] = json.loads(result.stdout.strip().splitlines()[-1])
     print(f"predict_memory: mode=length, {width}x{height} moving noise at 25 fps, tiny LGD-3D "
           f"SavedModel, 15 clips x 8 frames, short side 120; one fresh process per video")
-    print(f"{'frames':>7} {'path':>7} {'RSS loaded MB':>14} {'peak RSS MB':>12} {'seconds':>8}")
+    print(f"{'frames':>7} {'path':>7} {'peak after load MB':>19} {'peak RSS MB':>12} "
+          f"{'seconds':>8}")
     for (n, path), r in results.items():
-        print(f"{n:>7} {path:>7} {r['loaded_mb']:>14.1f} {r['peak_mb']:>12.1f} "
+        print(f"{n:>7} {path:>7} {r['loaded_mb']:>19.1f} {r['peak_mb']:>12.1f} "
               f"{r['seconds']:>8.1f}")
     short, long = min(lengths), max(lengths)
     for path in args.paths.split(","):
