@@ -167,31 +167,42 @@ def compare_top1(run_exported, model, dataset, max_videos=None):
     """Top-1 of `run_exported` (clip (1, T, H, W, C) uint8 -> (1, K) probabilities, e.g. a
     `LiteRTRunner`) and of the Keras `model` on `dataset`.
 
+    run_exported: one runner, or {name: runner} (all with the same input shape; the Keras
+        model runs once for all of them) -> {name: Top1Comparison}.
     dataset: yields `(views, labels, ...)` with views uint8 `(B, V, T, h, w, C)` (as
-    `lgd_tf.data.eval_dataset`) or clips `(B, T, h, w, C)`; each view is centre-cropped /
-    resized to the exported input size and the probabilities are averaged over a video's
-    views (Sec. 5.2), for both models alike.
+        `lgd_tf.data.eval_dataset`) or clips `(B, T, h, w, C)`; each view is centre-cropped /
+        resized to the exported input size and the probabilities are averaged over a video's
+        views (Sec. 5.2), for both models alike.
     """
-    shape = tuple(getattr(run_exported, "shape", ()))
+    runners = run_exported if isinstance(run_exported, dict) else {None: run_exported}
+    shapes = {tuple(getattr(runner, "shape", ())) for runner in runners.values()}
+    shape = shapes.pop() if len(shapes) == 1 else ()
     if len(shape) != 5:
-        raise ValueError(f"`run_exported` needs a `shape` (1, T, H, W, C). Received: {shape}")
+        raise ValueError(f"The runners need one `shape` (1, T, H, W, C). Received: "
+                         f"{[getattr(r, 'shape', None) for r in runners.values()]}")
     keras_fn = probabilities_function(model, (None,) + shape[1:])
-    counts = {"videos": 0, "keras": 0, "exported": 0, "disagree": 0}
+    videos, keras_right = 0, 0
+    right = dict.fromkeys(runners, 0)
+    disagree = dict.fromkeys(runners, 0)
     for batch in dataset:
         views, labels = np.asarray(batch[0]), np.asarray(batch[1])
         if views.ndim == 5:
             views = views[:, None]
         for video, label in zip(views, labels, strict=True):
-            if max_videos is not None and counts["videos"] >= max_videos:
+            if max_videos is not None and videos >= max_videos:
                 break
             video = fit_views(video, shape[2], shape[3])
-            keras_p = keras_fn(tf.constant(video))[OUTPUT_NAME].numpy().mean(axis=0)
-            edge_p = np.mean([run_exported(view[None])[0] for view in video], axis=0)
-            counts["videos"] += 1
-            counts["keras"] += int(np.argmax(keras_p) == label)
-            counts["exported"] += int(np.argmax(edge_p) == label)
-            counts["disagree"] += int(np.argmax(keras_p) != np.argmax(edge_p))
-    n = counts["videos"]
-    if n == 0:
+            keras_top1 = np.argmax(keras_fn(tf.constant(video))[OUTPUT_NAME].numpy().mean(0))
+            videos += 1
+            keras_right += int(keras_top1 == label)
+            for name, runner in runners.items():
+                top1 = np.argmax(np.mean([runner(view[None])[0] for view in video], axis=0))
+                right[name] += int(top1 == label)
+                disagree[name] += int(top1 != keras_top1)
+        if max_videos is not None and videos >= max_videos:
+            break
+    if videos == 0:
         raise ValueError("The evaluation dataset holds no video")
-    return Top1Comparison(n, counts["keras"] / n, counts["exported"] / n, counts["disagree"])
+    results = {name: Top1Comparison(videos, keras_right / videos, right[name] / videos,
+                                    disagree[name]) for name in runners}
+    return results if isinstance(run_exported, dict) else results[None]
