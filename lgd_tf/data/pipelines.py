@@ -414,25 +414,37 @@ def _skip(ds, ignore_errors, skip_counter, max_consecutive_skips):
     if limit:
         ds = ds.scan((tf.constant(0, tf.int64), tf.constant("")), streak)
 
+        def check(*element):
+            run, first = element[-2:]
+
+            def fail():
+                message = tf.strings.join([
+                    "lgd_tf.data: ", tf.strings.as_string(run), " records in a row were bad "
+                    "(every record is bad?); first bad: ",
+                    tf.strings.regex_replace(first, "^lgd_tf.data: bad ", "")])
+                with tf.control_dependencies([tf.debugging.Assert(False, [message])]):
+                    return tf.constant(False)
+
+            checked = tf.cond(run < limit, lambda: tf.constant(True), fail)
+            with tf.control_dependencies([checked]):
+                return tuple(tf.identity(x) for x in element[:-2])
+
+        # A map, not the filter, raises: its error is the bare "assertion failed: [...]".
+        ds = ds.map(check)
+
     def keep(*element):
-        ok, message = element[-4:-2] if limit else element[-2:]
+        ok, message = element[-2:]
 
         def log_and_count():
             ops = [tf.print(message, "(skipped)")]
             if skip_counter is not None:
                 ops.append(skip_counter.variable.assign_add(1))
-            if limit:
-                run, first = element[-2:]
-                ops.append(tf.debugging.Assert(run < limit, [tf.strings.join([
-                    "lgd_tf.data: ", tf.strings.as_string(run), " records in a row were bad "
-                    "(every record is bad?); first bad: ",
-                    tf.strings.regex_replace(first, "^lgd_tf.data: bad ", "")])]))
             with tf.control_dependencies(ops):
                 return tf.constant(False)
         return tf.cond(ok, lambda: tf.constant(True), log_and_count)
 
     ds = ds.filter(keep)
-    return ds.map(lambda *e: e[:-4] if limit else e[:-2])
+    return ds.map(lambda *e: e[:-2])
 
 
 def _flip(clip, modality):

@@ -13,6 +13,7 @@ import collections
 import csv
 import io
 import os
+import re
 import sys
 import time
 
@@ -25,7 +26,7 @@ from lgd_tf import data
 from lgd_tf.models import class_probabilities
 from lgd_tf.serving import fusion
 from lgd_tf.training import metrics, run_folder
-from lgd_tf.training.errors import TrainingError
+from lgd_tf.training.errors import TrainingError, one_line
 
 
 def average_view_scores(view_scores):
@@ -61,6 +62,12 @@ def check_media_ids(media_ids, pattern):
             "clip/media_id, so each video needs its own: rebuild with python -m "
             "lgd_tf.build_tfrecords (unique media ids) or drop the repeated records")
     return missing
+
+
+def _data_error(error):
+    """The pipeline's "lgd_tf.data: ..." line inside a TensorFlow error, or None."""
+    found = re.search(r"(lgd_tf\.data: .*?)\]?\s*$", one_line(error))
+    return found.group(1).replace("\\'", "'") if found else None
 
 
 def _predict_fn(model):
@@ -131,12 +138,18 @@ def evaluate_video_level(model_dir, sources, model=None, stage=None, *, batch_si
     predict = _predict_fn(model)
     started = time.perf_counter()
     scores, labels, media_ids, num_views = [], [], [], 0
-    for views, batch_labels, batch_ids in dataset:
-        view_scores = predict(views).numpy()
-        num_views = view_scores.shape[1]
-        scores.append(average_view_scores(view_scores))
-        labels.append(batch_labels.numpy())
-        media_ids.extend(m.decode() for m in batch_ids.numpy())
+    try:
+        for views, batch_labels, batch_ids in dataset:
+            view_scores = predict(views).numpy()
+            num_views = view_scores.shape[1]
+            scores.append(average_view_scores(view_scores))
+            labels.append(batch_labels.numpy())
+            media_ids.extend(m.decode() for m in batch_ids.numpy())
+    except tf.errors.InvalidArgumentError as error:
+        line = _data_error(error)
+        if line is None:
+            raise
+        raise TrainingError(line) from None
     if not scores:
         raise TrainingError(f"the eval data set is empty ({sources.eval_pattern})")
     scores, labels = np.concatenate(scores), np.concatenate(labels)

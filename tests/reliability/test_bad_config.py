@@ -6,6 +6,7 @@ checks its own process. The data are 4 tiny records written here.
 """
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -17,7 +18,8 @@ from tests.conftest import REPO_ROOT
 from tests.data import helpers
 
 TIMEOUT = 300
-SPIN_LIMIT = 500  # "(skipped)" lines after which a run is taken as looping (hung)
+MAX_SKIPS = 1000  # train_dataset's default max_consecutive_skips
+SPIN_LIMIT = 5 * MAX_SKIPS  # "(skipped)" lines after which a run is taken as looping (hung)
 
 CASES = {
     # name: (data, extra gin bindings, text the one-line error must contain)
@@ -34,17 +36,17 @@ CASES = {
                                       "num_frames"),
     # ignore_errors on data whose every record is bad: nothing to train on.
     "every_record_bad_under_ignore_errors": (
-        "allbad", ["lgd_tf.data.train_dataset.ignore_errors = True"], "allbad"),
+        "allbad", ["lgd_tf.data.train_dataset.ignore_errors = True"],
+        f"lgd_tf.data: {MAX_SKIPS} records in a row were bad (every record is bad?); first "
+        "bad: record "),
+    # `data/*` also matches the class_names.txt beside the shards.
+    "pattern_matches_a_text_file": ("mixed", [], "class_names.txt, which is not a TFRecord "
+                                                 "file"),
 }
 # Not a bad configuration: the label-7 record skipped under ignore_errors, training goes on.
 SKIPPING_RUN = ("label7", ["lgd_tf.data.train_dataset.ignore_errors = True"])
-# Known gaps (issue 7 report): a ValueError raised while the model is built or first called
-# keeps its traceback (lgd_tf/training/two_stage.py, loop.py); with ignore_errors and no good
-# record the repeated input stream skips forever (lgd_tf/data/pipelines.py).
-KNOWN = {
-    "every_record_bad_under_ignore_errors": "hangs: the repeated stream skips bad records "
-                                            "forever",
-}
+# Known gaps: none at present (case name -> reason, marked xfail).
+KNOWN = {}
 
 
 def _write_data(folder):
@@ -52,7 +54,12 @@ def _write_data(folder):
     videos = [(rng.integers(0, 256, (6, 32, 32, 3)).astype(np.uint8), k % 2, f"v{k}")
               for k in range(4)]
     seven, nine = (videos[1][0], 7, "seven"), (videos[2][0], 9, "nine")
+    mixed = folder / "mixed"
+    mixed.mkdir()
+    helpers.write_records(mixed / "train-00000-of-00001.tfrecord", videos)
+    (mixed / "class_names.txt").write_text("class0\nclass1\n")
     return {
+        "mixed": str(mixed / "*"),
         "good": helpers.write_records(folder / "train-00000-of-00001.tfrecord", videos),
         "label7": helpers.write_records(folder / "bad-00000-of-00001.tfrecord",
                                         videos[:1] + [seven]),
@@ -109,6 +116,9 @@ def test_one_line_error_says_what_to_change(finished, case):
     returncode, _, stderr = finished[case]
     assert returncode is not None, "hung: it kept skipping the same records"
     assert returncode != 0
+    if case == "every_record_bad_under_ignore_errors":  # stopped at the limit, not killed
+        assert MAX_SKIPS // 2 < stderr.count("(skipped)") <= MAX_SKIPS + 64, stderr[-2000:]
+        assert "allbad-00000-of-00001.tfrecord" in stderr
     assert "Traceback" not in stderr, stderr[-3000:]
     errors = [line for line in stderr.splitlines() if line.startswith("lgd_tf.train: error:")]
     assert len(errors) == 1, stderr[-3000:]
@@ -124,3 +134,4 @@ def test_bad_record_skipped_under_ignore_errors_and_training_goes_on(finished):
         stderr.replace("\\'", "'"))
     assert "(skipped)" in stderr
     assert "stage1 2 steps" in stdout and "stage2 1 steps" in stdout, stdout[-2000:]
+    assert re.search(r"^stage1: \d+ bad records skipped", stdout, re.M), stdout[-2000:]

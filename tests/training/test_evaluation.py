@@ -1,15 +1,22 @@
 """Video-level evaluation (Sec. 5.2): scores averaged over the views of each video."""
 
 import csv
+import functools
 import json
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from lgd_tf import models
 from lgd_tf.cli import configs
+from lgd_tf.data import eval_dataset, writer
 from lgd_tf.models import class_probabilities
 from lgd_tf.training import evaluation, run_folder
+from lgd_tf.training.errors import TrainingError, one_line
+from lgd_tf.training.two_stage import DataSources
+from tests.data import helpers
 
 
 def test_average_view_scores_is_the_mean_over_views():
@@ -88,3 +95,85 @@ def test_fuse_with_late_fuses_the_two_runs_video_scores(tiny_config, tmp_path):
     assert fused["fused_with"] == str(tmp_path / "run2")
     assert fused["top1"] == pytest.approx(np.mean(np.argmax(hand, axis=1) == labels))
     assert not np.allclose(hand, np.stack([runs[0][r["media_id"]] for r in rows]))
+
+
+# Pipelines and a real tiny LGD-3D on records written here: batching, labels, media ids.
+_SAMPLING = {"num_frames": 8, "num_clips": 2, "short_side": 32}
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    keras.utils.set_random_seed(0)
+    return models.lgd3d(num_classes=3, head="stage1", num_frames=8, stage_blocks=(1, 1, 1, 1),
+                        base_filters=4, sketch_dim=64)
+
+
+def _write(path, videos):
+    """videos: (height, width, label, label_string, media_id) -> one shard."""
+    records = [writer.make_sequence_example(
+        helpers.indexed_frames(10, h, w), label, label_string=name, media_id=media_id)
+        .SerializeToString() for h, w, label, name, media_id in videos]
+    writer.write_shard(str(path), records)
+    return str(path)
+
+
+def _evaluate(tmp_path, run, pattern, model, class_names=("0", "1", "2"), **kwargs):
+    folder = tmp_path / run
+    folder.mkdir(exist_ok=True)
+    sources = DataSources(None, pattern, 3, list(class_names))
+    data_fn = functools.partial(eval_dataset, **_SAMPLING)
+    return evaluation.evaluate_video_level(str(folder), sources, model, "stage1",
+                                           data_fn=data_fn, **kwargs)
+
+
+def test_batched_eval_of_mixed_frame_sizes_gives_the_batch_1_scores(tiny_model, tmp_path):
+    sizes = [(32, 48), (48, 32), (32, 32)]
+    pattern = _write(tmp_path / "mixed.tfrecord", [
+        (*sizes[k % 3], k % 3, "", f"v{k}") for k in range(7)])
+    batches = list(eval_dataset(pattern, 3, **_SAMPLING))
+    shapes = [tuple(v.shape) for v, _, _ in batches]
+    assert sorted(s[0] for s in shapes) == [2, 2, 3]  # one batch per size: 3 + 2 + 2 videos
+    assert sorted(s[3:5] for s in shapes) == [(32, 32), (32, 48), (48, 32)]
+    scores = {}
+    for batch_size in (1, 3):
+        results = _evaluate(tmp_path, f"b{batch_size}", pattern, tiny_model,
+                            batch_size=batch_size)
+        assert results["num_videos"] == 7
+        with np.load(tmp_path / f"b{batch_size}" / "eval_scores.npz") as saved:
+            scores[batch_size] = dict(zip(saved["media_ids"], saved["scores"], strict=True))
+    assert sorted(scores[3]) == sorted(scores[1]) == [f"v{k}" for k in range(7)]
+    for media_id, expected in scores[1].items():
+        np.testing.assert_allclose(scores[3][media_id], expected, atol=1e-5)
+    assert not np.allclose(scores[1]["v0"], scores[1]["v1"])  # the sizes give other scores
+
+
+def test_class_names_of_another_list_fail_naming_the_file_and_names(tiny_model, tmp_path):
+    pattern = _write(tmp_path / "abc.tfrecord", [(32, 32, k, n, f"v{k}")
+                                                 for k, n in enumerate("abc")])
+    assert _evaluate(tmp_path, "same", pattern, tiny_model, "abc")["num_videos"] == 3
+    with pytest.raises(TrainingError) as info:  # the command prints it as its one line
+        _evaluate(tmp_path, "other", pattern, tiny_model, "cba")
+    line = one_line(info.value)
+    assert line.startswith(f"lgd_tf.data: bad record 0 of {pattern} (media_id 'v0'): "), line
+    assert "label 0 is 'c' in class_names but the record's `clip/label/string` is 'a'" in line
+
+
+def test_duplicate_media_ids_are_refused(tiny_model, tmp_path):
+    pattern = _write(tmp_path / "dup.tfrecord", [(32, 32, 0, "", "clip"), (32, 32, 1, "", "x"),
+                                                 (32, 32, 2, "", "clip")])
+    with pytest.raises(TrainingError, match=rf"^duplicate media ids in {pattern}: 'clip' "
+                                            r"\(2 records\); .*rebuild with"):
+        _evaluate(tmp_path, "dup", pattern, tiny_model)
+    assert not (tmp_path / "dup" / "eval_scores.npz").exists()
+
+
+def test_records_without_media_ids_warn_once_and_cannot_be_fused(tiny_model, tmp_path,
+                                                                 capsys):
+    pattern = _write(tmp_path / "noid.tfrecord", [(32, 32, k, "", "") for k in range(3)])
+    for _ in range(2):
+        assert _evaluate(tmp_path, "noid", pattern, tiny_model)["num_videos"] == 3
+    assert capsys.readouterr().err.count("3 of 3 eval records have no clip/media_id") == 1
+    with pytest.raises(TrainingError, match=r"^--fuse_with: 3 of 3 videos in this evaluation "
+                                            "have no clip/media_id"):
+        _evaluate(tmp_path, "noid", pattern, tiny_model, fuse_with=str(tmp_path / "noid"),
+                  write_files=False)
