@@ -240,8 +240,10 @@ def fit_stage(stage, model, strategy, train_pattern, stage_dir, num_classes, *,
             `steps_per_epoch` (train_steps = epochs x steps_per_epoch, rounded).
         batch_size: global batch, split evenly over the replicas.
         optimizer: a Keras optimizer or a factory (gin: `@keras.optimizers.SGD`); built in
-            the strategy's scope. Default SGD(0.01, momentum 0.9) (Sec. 5.2).
-        weight_decay: L2 factor on every kernel (0 switches it off).
+            the strategy's scope. Default SGD(0.01, momentum 0.9): the learning rate is
+            Sec. 5.2's; the paper states no momentum (0.9 is the ResNet value, He et al.).
+        weight_decay: L2 factor on every kernel (0 switches it off; the default 1e-4 is the
+            ResNet value, not stated in the paper).
         checkpoint_every_steps, max_checkpoints: checkpoint frequency and how many are kept.
         log_every_steps: progress line and TensorBoard summaries.
         jit_compile: XLA for the train step (off for MirroredStrategy over CPU devices).

@@ -1,4 +1,4 @@
-"""Learning-rate schedules of the paper (Sec. 5.2) as Keras 3 schedules."""
+"""Learning-rate schedules of the paper (Sec. 5.2) as Keras 3 schedules (batch scaling ours)."""
 
 import keras
 
@@ -9,9 +9,10 @@ def paper_step_decay(base_learning_rate=0.01, *, steps_per_epoch, decay_epochs=2
     """Sec. 5.2: "the initial learning rate is set as 0.01, which is divided by 10 after every
     20 epochs. The training is stopped after 50 epochs."
 
-    Linear scaling: with both `global_batch_size` and `reference_batch_size` (the batch the
-    base rate was tuned for: 64 clips for LGD-3D, 128 frame triples for LGD-2D), every rate
-    is multiplied by `global_batch_size / reference_batch_size`.
+    Linear scaling (ours; the paper states none, this is Goyal et al. 2017's rule): with both
+    `global_batch_size` and `reference_batch_size` (the paper's batch, which its rate 0.01 is
+    for: 64 clips for LGD-3D, 128 frame triples for LGD-2D), every rate is multiplied by
+    `global_batch_size / reference_batch_size`; at the paper's batch the factor is 1.
 
     Returns:
         `keras.optimizers.schedules.PiecewiseConstantDecay` over optimizer steps (or the
