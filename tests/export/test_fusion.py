@@ -111,3 +111,22 @@ def test_fuse_with_model_dir_errors(tmp_path):
         fusion.fuse_with_model_dir(["w"], [[1.0, 0.0]], ["a", "c"], "rgb", tmp_path)
     with pytest.raises(ValueError, match=r"\(N videos, K classes\)"):
         fusion.write_video_scores(tmp_path, ["v", "w"], [[0.5, 0.5]], ["a", "c"], "rgb")
+
+
+def test_fusion_refuses_empty_or_repeated_media_ids(tmp_path):
+    names = ["a", "b"]
+    fusion.write_video_scores(tmp_path, ["v", "w"], [[0.5, 0.5], [0.2, 0.8]], names, "flow")
+    with pytest.raises(ValueError, match=r"^2 of 2 videos in this evaluation have no "
+                                         r"clip/media_id, so the two streams' videos cannot be "
+                                         "matched; rebuild"):
+        fusion.fuse_with_model_dir(["", ""], [[1.0, 0.0], [0.0, 1.0]], names, "rgb", tmp_path)
+    with pytest.raises(ValueError, match=r"^duplicate media ids in this evaluation: 'v' "
+                                         r"\(2 records\); "):
+        fusion.fuse_with_model_dir(["v", "v"], [[1.0, 0.0], [0.0, 1.0]], names, "rgb", tmp_path)
+    # The other run's file was written from records with a repeated id: refused, not collapsed.
+    other = tmp_path / "other"
+    other.mkdir()
+    fusion.write_video_scores(other, ["v", "v"], [[0.5, 0.5], [0.2, 0.8]], names, "flow")
+    with pytest.raises(ValueError, match=r"duplicate media ids in .*other/eval_scores.npz: 'v'"):
+        fusion.fuse_with_model_dir(["v", "w"], [[1.0, 0.0], [0.0, 1.0]], names, "rgb", other)
+    assert fusion.check_media_ids([b"v", "w"], "x") == ["v", "w"]
