@@ -7,8 +7,9 @@ Grad-CAM (Selvaraju et al. 2017) of the final local map x_L (or of the map after
 given by --stage): per clip, w_c = spatio-temporal mean of d y_k / d A_c, map = ReLU(sum_c
 w_c A_c), upsampled to the frames (linear in time, bilinear in space) and normalised to [0, 1].
 y_k is the logit of class k of the head that reads x_L: the local head W_x P(x_L) (Eq. 6) of a
-stage-1 model, the combined classifier (Eq. 4-5) of a stage-2 model. k is --class_name, or the
-video's top class. The video is covered by consecutive clips of the model's length.
+stage-1 model, the combined classifier (Eq. 4-5) of a stage-2 model (--score=log_probability:
+its log softmax). k is --class_name, or the video's top class. The video is covered by
+consecutive clips of the model's length.
 
 Writes OUT.mp4 (or OUT.gif): the frames with the heatmap blended over them as colours (jet),
 upscaled so the shorter side is at least --min_side, the class name and its video-level
@@ -43,6 +44,9 @@ def define_flags(fv):
                         "class).", flag_values=fv)
     flags.DEFINE_enum("stage", "local", STAGES, "map explained: local = x_L (the final local "
                       "map), or the local map after res2..res5.", flag_values=fv)
+    flags.DEFINE_enum("score", "logit", ["logit", "log_probability"], "what is "
+                      "differentiated: the class logit (Selvaraju et al.) or its log softmax.",
+                      flag_values=fv)
     flags.DEFINE_integer("short_side", None, "shorter side the frames are resized to for the "
                          "model (default: its evaluation setting, 120 for 3D).",
                          flag_values=fv)
@@ -81,7 +85,7 @@ def explain(fv):
                          f"{', '.join(class_names)}")
     explanation = explain_lib.explain_video((model, class_names), fv.video,
                                             class_name=fv.class_name, layer=fv.stage,
-                                            short_side=fv.short_side)
+                                            score=fv.score, short_side=fv.short_side)
     video_path, png_path = explain_lib.write_explanation(
         explanation, fv.output, fps=fv.fps, min_side=fv.min_side, grid_frames=fv.grid_frames,
         alpha=fv.alpha)
