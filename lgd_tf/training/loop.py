@@ -354,6 +354,9 @@ def fit_stage(stage, model, strategy, train_pattern, stage_dir, num_classes, *,
         try:
             manager.save(checkpoint_number=step)
         except (OSError, tf.errors.OpError) as error:
+            if isinstance(error, (tf.errors.FailedPreconditionError,
+                                  tf.errors.InvalidArgumentError)):
+                raise  # not the disk: something in the checkpoint cannot be saved
             # TensorFlow's half-written shards of this checkpoint: free their space.
             with contextlib.suppress(OSError, tf.errors.OpError):
                 tf.io.gfile.rmtree(os.path.join(write_dir, f"ckpt-{step}_temp"))
