@@ -20,7 +20,7 @@ def snapshot(layer):
 
 
 def test_stage1_fit_step_trains_zero_initialised_w_xg():
-    model = lgd_tf.models.lgd3d(head="stage1", **TINY)
+    model = lgd_tf.models.lgd3d(head="stage1", zero_init_global_residual=True, **TINY)
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     model.compile(optimizer=keras.optimizers.SGD(0.1), loss={"global": loss, "local": loss})
     block = model.get_layer("backbone").get_layer("res5_block1")
