@@ -577,7 +577,7 @@ def train_dataset(file_pattern, batch_size, *, model="3d", modality="rgb", num_f
     ds = _skip(ds, ignore_errors, skip_counter, max_consecutive_skips)
     ds = ds.batch(per_replica, drop_remainder=True)
     ds = ds.prefetch(AUTOTUNE)
-    return _with_options(ds, deterministic, skip_counter if ignore_errors else None)
+    return _with_options(ds, deterministic)
 
 
 def _size_key(views, *rest):
@@ -650,17 +650,17 @@ def eval_dataset(file_pattern, batch_size=1, *, model="3d", modality="rgb", num_
                                 window_size=per_replica)
     else:
         ds = ds.batch(per_replica)
-    return _with_options(ds.prefetch(AUTOTUNE), True, skip_counter if ignore_errors else None)
+    return _with_options(ds.prefetch(AUTOTUNE), True)
 
 
-def _with_options(ds, deterministic, counter=None):
+def _with_options(ds, deterministic):
     options = tf.data.Options()
     options.deterministic = bool(deterministic)
-    if counter is not None:
-        # The count lives in a variable outside the iterator: checkpointing the iterator
-        # (fit_stage's checkpoint_input_pipeline) saves its position and leaves the count.
-        options.experimental_external_state_policy = (
-            tf.data.experimental.ExternalStatePolicy.IGNORE)
+    # Checkpointing the iterator (fit_stage's checkpoint_input_pipeline) saves its position.
+    # The ops it would refuse as stateful hold no state across records: `_try`'s one-element
+    # datasets (DatasetToSingleElement) live within one record, and the SkipCounter's
+    # variable is outside the iterator (its count is not part of the position).
+    options.experimental_external_state_policy = tf.data.experimental.ExternalStatePolicy.IGNORE
     options.experimental_distribute.auto_shard_policy = (
         tf.data.experimental.AutoShardPolicy.FILE)
     return ds.with_options(options)
