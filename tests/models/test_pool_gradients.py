@@ -14,6 +14,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 import lgd_tf
 
@@ -66,6 +67,7 @@ def _in_child(weights, out, graph, onednn):
     return [data[k] for k in data.files]
 
 
+@pytest.mark.subprocess
 def test_static_clip_stem_gradients_agree_across_paths(tmp_path):
     weights = str(tmp_path / "w.weights.h5")
     lgd_tf.models.lgd3d(**TINY).save_weights(weights)

@@ -19,8 +19,6 @@ import lgd_tf
 from lgd_tf.models import class_probabilities
 from lgd_tf.training import loop
 
-pytestmark = pytest.mark.subprocess
-
 TINY = {"num_classes": 12, "num_frames": 8, "base_filters": 4, "stage_blocks": (1, 1, 1, 1),
         "sketch_dim": 64}
 
@@ -51,6 +49,7 @@ def _fft_input_dtypes(model, clip, monkeypatch):
     return seen, outputs
 
 
+@pytest.mark.subprocess
 def test_mixed_bfloat16_trains_both_stages_evaluates_and_exports(
         repo_root, subprocess_env, tiny_bindings, tmp_path, monkeypatch):
     model_dir, export_dir = tmp_path / "M", tmp_path / "E"
