@@ -54,9 +54,7 @@ def test_mixed_bfloat16_trains_both_stages_evaluates_and_exports(
         repo_root, subprocess_env, tiny_bindings, tmp_path, monkeypatch):
     model_dir, export_dir = tmp_path / "M", tmp_path / "E"
     bindings = tiny_bindings + [
-        "lgd_tf.training.fit_two_stage.mixed_precision = 'mixed_bfloat16'",
-        # Not what this test is about (the input pipeline's checkpoint is tested elsewhere).
-        "lgd_tf.training.fit_stage.checkpoint_input_pipeline = False"]
+        "lgd_tf.training.fit_two_stage.mixed_precision = 'mixed_bfloat16'"]
     train = [sys.executable, "-m", "lgd_tf.train", "--gin_file=gin/tiny.gin",
              f"--model_dir={model_dir}"] + [f"--gin_bindings={b}" for b in bindings]
     result = subprocess.run(train, cwd=repo_root, env=subprocess_env, capture_output=True,
