@@ -12,10 +12,10 @@ onnxruntime refuses. The model is cloned with that option and the same weights.
 """
 
 import dataclasses
+import logging
 
 import numpy as np
 import tensorflow as tf
-from absl import logging as absl_logging
 
 from lgd_tf.layers import tensor_sketch
 from lgd_tf.serving import module
@@ -86,14 +86,15 @@ def convert_litert(model, *, height=None, width=None, quantize=None):
     # Without a trackable object the converter freezes every variable into a constant (the
     # path given the model keeps the int32 Tensor Sketch hashes as variables, which the
     # interpreter then fails to read: "READ_VARIABLE failed to invoke"). It logs a
-    # deprecation warning, silenced here.
-    verbosity = absl_logging.get_verbosity()
-    absl_logging.set_verbosity(absl_logging.ERROR)
+    # deprecation warning (through absl's standard-library logger), silenced here.
+    logger = logging.getLogger("absl")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
     try:
         converter = tf.lite.TFLiteConverter.from_concrete_functions(
             [function.get_concrete_function()])
     finally:
-        absl_logging.set_verbosity(verbosity)
+        logger.setLevel(level)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if quantize is not None:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
