@@ -40,9 +40,11 @@ CLASS_NAMES = "class_names.txt"
 OPERATIVE_CONFIG = "operative_config.gin"
 LOCK = ".lock"
 
-# Keys of a serialised model that do not change the weights' meaning.
+# Keys of a serialised model that do not change the weights' meaning: names, dtype policies,
+# and initialisation-only settings (a restored checkpoint overwrites what they chose,
+# Tensor Sketch's hashes and signs included).
 _NOT_ARCHITECTURE = {"name", "dtype", "trainable", "build_config", "compile_config", "module",
-                     "registered_name"}
+                     "registered_name", "zero_init_global_residual", "sketch_seed"}
 
 
 def failure_reason(error):
@@ -137,9 +139,13 @@ def model_architecture(model):
 
 
 def _first_difference(recorded, current):
-    for key in sorted(set(recorded) | set(current)):
-        if recorded.get(key, "<unset>") != current.get(key, "<unset>"):
-            return key, recorded.get(key, "<unset>"), current.get(key, "<unset>")
+    """The first setting both records hold with different values (settings only one of them
+    has, e.g. an argument added by a later version, are not compared)."""
+    for key in sorted(set(recorded) & set(current)):
+        if key in _NOT_ARCHITECTURE or key.rsplit(".", 1)[-1] in _NOT_ARCHITECTURE:
+            continue
+        if recorded[key] != current[key]:
+            return key, recorded[key], current[key]
     return None
 
 

@@ -26,6 +26,9 @@ def test_architecture_names_the_settings_that_define_the_weights():
     assert arch["backbone.base_filters"] == 4 and arch["num_classes"] == 3
     assert arch["backbone.stage_blocks"] == [1, 1, 1, 1] and arch["head"] == "stage1"
     assert not [k for k in arch if k.endswith(".name") or "dtype" in k]
+    # Initialisation-only settings: a restored checkpoint overwrites what they chose.
+    assert not [k for k in arch if "zero_init" in k or "seed" in k]
+    assert run_folder.model_architecture(_tiny(zero_init_global_residual=True)) == arch
     # A mixed-precision policy changes no weight: same architecture.
     import keras
 
