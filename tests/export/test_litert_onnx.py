@@ -1,7 +1,9 @@
 """LiteRT and ONNX export: the Tensor Sketch FFT as MatMuls, and `.tflite` / `.onnx` files run
 in a Python without TensorFlow (ai-edge-litert, onnxruntime) giving the Keras probabilities."""
 
+import errno
 import os
+import pathlib
 
 import keras
 import numpy as np
@@ -234,3 +236,27 @@ def test_quantized_litert_top1_change_on_the_demo_set(tmp_path):
         print(f"{quantize}: {comparison.describe()}")
         assert comparison.num_videos == demo.num_classes
         assert abs(comparison.change) <= 0.25
+
+
+def test_a_failed_write_keeps_the_previous_export(tmp_path, monkeypatch):
+    """Disk full while writing model.tflite: ExportWriteError, the previous model.tflite and
+    the other files unchanged, no temporary file left."""
+    export_dir = tmp_path / "export"
+    export_dir.mkdir()
+    for name in ("model.tflite", "model.keras", "class_names.txt"):
+        (export_dir / name).write_bytes(b"old " + name.encode())
+    real_write_bytes = pathlib.Path.write_bytes
+
+    def disk_full(path, data):
+        if ".model.tflite.tmp-" in path.name:
+            real_write_bytes(path, data[:10])
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real_write_bytes(path, data)
+
+    monkeypatch.setattr(pathlib.Path, "write_bytes", disk_full)
+    with pytest.raises(export_lib.ExportWriteError, match="No space left on device"):
+        export_lib.export_model(tiny_model("3d", "stage1", 3), export_dir, format="litert",
+                                input_height=HEIGHT, input_width=WIDTH)
+    assert sorted(os.listdir(export_dir)) == ["class_names.txt", "model.keras", "model.tflite"]
+    for name in os.listdir(export_dir):
+        assert (export_dir / name).read_bytes() == b"old " + name.encode()
