@@ -163,11 +163,12 @@ def test_litert_and_onnx_match_keras_without_tensorflow(kind, head, channels, ru
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    """A model_dir of a tiny LGD-3D stage-2 RGB model with a training crop size of 32 in its
+    """A model_dir of a tiny 12-class LGD-3D stage-2 RGB model, training crop size 32 in its
     operative config (the export takes its input size from there)."""
     folder = tmp_path_factory.mktemp("model_dir")
-    tiny_model("3d", "stage2", 3, num_classes=3).save(folder / "stage2.keras")
-    (folder / "class_names.txt").write_text("a\nb\nc\n")
+    names = lgd_tf.data.demo.CLASS_NAMES  # the 12 classes of the demo set (its evaluation)
+    tiny_model("3d", "stage2", 3, num_classes=len(names)).save(folder / "stage2.keras")
+    (folder / "class_names.txt").write_text("\n".join(names) + "\n")
     (folder / "operative_config.gin").write_text(
         "lgd_tf.data.train_dataset.crop_size = 32\n")
     return folder
@@ -180,17 +181,24 @@ def test_export_command_writes_files_that_run_without_tensorflow(model_dir, runt
     export_dir = tmp_path / "export"
     clip = RNG.integers(0, 256, (1, 8, 32, 32, 3)).astype(np.uint8)
     np.save(tmp_path / "clip.npy", clip)
+    demo = lgd_tf.data.build_demo_dataset(tmp_path / "demo", train_per_class=1,
+                                          eval_per_class=1, num_shards=1)
     jobs = {}
     for fmt, name in (("litert", "model.tflite"), ("onnx", "model.onnx")):
+        evaluation = ([f"--eval_pattern={demo.eval_pattern}", "--eval_max_videos=2",
+                       "--num_clips=1", "--short_side=40"] if fmt == "litert" else [])
         code = export.run(["export", f"--model_dir={model_dir}", f"--export_dir={export_dir}",
-                           f"--format={fmt}"])
+                           f"--format={fmt}", *evaluation])
         out, err = capsys.readouterr()
         assert code == 0, err
         assert f"{export_dir / name} (input clip (1, 8, 32, 32, 3) uint8" in out
+        if evaluation:  # an untrained model: only the line counts
+            assert "top-1 on 2 videos: Keras" in out and "LiteRT" in out, out
         jobs[fmt] = (fmt, export_dir / name, tmp_path / "clip.npy")
     assert sorted(os.listdir(export_dir)) == ["class_names.txt", "model.keras", "model.onnx",
                                               "model.tflite"]
-    assert (export_dir / "class_names.txt").read_text() == "a\nb\nc\n"
+    assert (export_dir / "class_names.txt").read_text() == (
+        model_dir / "class_names.txt").read_text()
     outputs = tf_free_runtime.run_without_tensorflow(runtime_python, jobs, tmp_path)
     model = keras.saving.load_model(export_dir / "model.keras", safe_mode=True)
     for fmt in jobs:
