@@ -60,8 +60,9 @@ def train(fv):
     results, eval_results = outcome.results, outcome.eval_results
     parts = [f"{r.stage} {r.steps} steps ({_duration(r.seconds)}"
              + (f", resumed at {r.start_step}" if r.start_step else "")
-             + (f", loss {r.loss:.4f}, {r.clips_per_second:.1f} clips/s)"
-                if r.steps > r.start_step else ", already done)")
+             + (f", loss {r.loss:.4f}, {r.clips_per_second:.1f} clips/s"
+                + (f", {r.skipped} bad records skipped" if getattr(r, "skipped", 0) else "")
+                + ")" if r.steps > r.start_step else ", already done)")
              for r in results.values()]
     summary = f"{PROGRAM}: done in {_duration(time.perf_counter() - started)}: " + "; ".join(
         parts)

@@ -40,7 +40,7 @@ fit_two_stage = gin.external_configurable(
 fit_stage = gin.external_configurable(
     loop.fit_stage, module="lgd_tf.training",
     denylist=["stage", "model", "strategy", "train_pattern", "stage_dir", "num_classes",
-              "evaluate_fn", "stop"])
+              "class_names", "evaluate_fn", "stop"])
 evaluate_video_level = gin.external_configurable(
     evaluation.evaluate_video_level, module="lgd_tf.training",
     denylist=["model_dir", "sources", "model", "stage", "write_files", "summary_dir", "step"])

@@ -35,10 +35,12 @@ def one_line(error):
     message: "assertion failed: [lgd_tf.data: bad record ...]" -> "lgd_tf.data: bad record ...".
     """
     text = str(getattr(error, "message", None) or error).strip() or type(error).__name__
+    marker = "assertion failed: ["
     for line in text.splitlines():
         line = line.strip()
-        if line.startswith("assertion failed: [") and line.endswith("]"):
-            return line[len("assertion failed: ["):-1].replace("\\'", "'")
+        if marker in line and line.endswith("]"):
+            # tf.data prefixes "Error in user-defined function passed to MapDataset:13 ...: ".
+            return line[line.index(marker) + len(marker):-1].replace("\\'", "'")
     for line in text.splitlines():
         line = line.strip()
         if line and not line.startswith(_NOISE):
