@@ -157,9 +157,8 @@ def _encode_entry(job):
     """Worker: (shard, entry, options) -> (record or None, error or None)."""
     _, entry, options = job
     try:
-        import cv2
-
-        cv2.setNumThreads(1)
+        # OpenCV is single-threaded here: the parent set it before forking (_pool_results).
+        # Changing its thread pool in a forked child can deadlock on the parent's locks.
         return encode_video(entry, options), None
     except Exception as e:  # noqa: BLE001 - any failure skips this one video, reported below
         return None, f"{type(e).__name__}: {e}"
@@ -193,6 +192,13 @@ def _pool_results(jobs, worker, num_workers):
     """
     context = multiprocessing.get_context("fork")  # workers inherit the imported modules
     window, jobs, pool = collections.deque(), iter(jobs), None
+    import cv2
+
+    # One OpenCV thread per worker (TV-L1 flow): set in the parent, before any fork, so the
+    # children inherit a pool they never have to tear down (doing it in a forked child can
+    # wait for ever on a condition variable of the parent's pool threads).
+    opencv_threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
     try:
         while True:
             if pool is None:
@@ -227,6 +233,7 @@ def _pool_results(jobs, worker, num_workers):
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
+        cv2.setNumThreads(opencv_threads)
 
 
 def _serial_results(jobs, worker):
