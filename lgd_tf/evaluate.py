@@ -11,18 +11,13 @@ import sys
 
 from absl import flags
 
-from lgd_tf.cli.command import Command
+from lgd_tf.cli.command import Command, define_gin_flags
 
 PROGRAM = "lgd_tf.evaluate"
 
 
 def define_flags(fv):
-    flags.DEFINE_multi_string("gin_file", None, "gin config file(s) of the run; a bare name "
-                              "is a shipped config.", flag_values=fv)
-    flags.DEFINE_multi_string("gin_bindings", [], "gin bindings, e.g. "
-                              "\"EVAL_PATTERN='...'\".", flag_values=fv)
-    flags.DEFINE_multi_string("gin_search_paths", [], "folders searched for included gin "
-                              "files.", flag_values=fv)
+    define_gin_flags(fv, bindings_example="EVAL_PATTERN='/data/val-*'")
     flags.DEFINE_string("model_dir", None, "the training run's folder.", flag_values=fv)
     flags.DEFINE_enum("stage", None, ["stage1", "stage2"], "which saved stage (default: "
                       "last).", flag_values=fv)

@@ -18,18 +18,13 @@ import time
 
 from absl import flags
 
-from lgd_tf.cli.command import Command
+from lgd_tf.cli.command import Command, define_gin_flags
 
 PROGRAM = "lgd_tf.train"
 
 
 def define_flags(fv):
-    flags.DEFINE_multi_string("gin_file", None, "gin config file(s), later ones override; a "
-                              "bare name (demo.gin) is a shipped config.", flag_values=fv)
-    flags.DEFINE_multi_string("gin_bindings", [], "gin bindings, e.g. "
-                              "\"lgd_tf.training.fit_stage.batch_size=8\".", flag_values=fv)
-    flags.DEFINE_multi_string("gin_search_paths", [], "folders searched for included gin "
-                              "files.", flag_values=fv)
+    define_gin_flags(fv)
     flags.DEFINE_string("model_dir", None, "output folder (checkpoints, logs, models, "
                         "results).", flag_values=fv)
     flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker", "tpu"],

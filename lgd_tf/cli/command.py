@@ -41,6 +41,16 @@ def _exit_code_and_line(error):
     return None
 
 
+def define_gin_flags(fv, *, bindings_example="lgd_tf.training.fit_stage.batch_size=8"):
+    """--gin_file, --gin_bindings and --gin_search_paths (repeatable) on `fv`."""
+    flags.DEFINE_multi_string("gin_file", None, "gin config file(s), later ones override; a "
+                              "bare name (demo.gin) is a shipped config.", flag_values=fv)
+    flags.DEFINE_multi_string("gin_bindings", [], f"gin bindings, e.g. \"{bindings_example}\".",
+                              flag_values=fv)
+    flags.DEFINE_multi_string("gin_search_paths", [], "folders searched for included gin "
+                              "files.", flag_values=fv)
+
+
 class Command:
     """A command-line program: its flags, its `--help`, and `run(argv)` -> exit code.
 

@@ -66,14 +66,22 @@ def check_media_ids(media_ids, where):
             f"{missing} of {len(ids)} videos in {where} have no clip/media_id, so the two "
             "streams' videos cannot be matched; rebuild the records with media ids (python -m "
             "lgd_tf.build_tfrecords writes them)")
-    repeated = [(m, n) for m, n in counts.items() if n > 1]
+    repeated = describe_repeated(counts)
     if repeated:
-        shown = ", ".join(f"{m!r} ({n} records)" for m, n in repeated[:5])
-        more = f" and {len(repeated) - 5} more" if len(repeated) > 5 else ""
         raise ValueError(
-            f"duplicate media ids in {where}: {shown}{more}; the two streams' videos are "
+            f"duplicate media ids in {where}: {repeated}; the two streams' videos are "
             "matched by clip/media_id, so rebuild with one unique media id per video")
     return ids
+
+
+def describe_repeated(counts):
+    """"'a' (2 records), 'b' (3 records)" for the ids a Counter holds more than once (at most
+    5 named), or "" when none is repeated."""
+    repeated = [(m, n) for m, n in counts.items() if n > 1]
+    if not repeated:
+        return ""
+    shown = ", ".join(f"{m!r} ({n} records)" for m, n in repeated[:5])
+    return shown + (f" and {len(repeated) - 5} more" if len(repeated) > 5 else "")
 
 
 def fuse_scores_by_media_id(rgb_scores, flow_scores, flow_weight=DEFAULT_FLOW_WEIGHT):

@@ -53,12 +53,10 @@ def check_media_ids(media_ids, pattern):
     records have none (""), which evaluation alone accepts but fusion cannot match."""
     counts = collections.Counter(media_ids)
     missing = counts.pop("", 0)
-    repeated = [(m, n) for m, n in counts.items() if n > 1]
+    repeated = fusion.describe_repeated(counts)
     if repeated:
-        shown = ", ".join(f"{m!r} ({n} records)" for m, n in repeated[:5])
-        more = f" and {len(repeated) - 5} more" if len(repeated) > 5 else ""
         raise TrainingError(
-            f"duplicate media ids in {pattern}: {shown}{more}; scores are matched by "
+            f"duplicate media ids in {pattern}: {repeated}; scores are matched by "
             "clip/media_id, so each video needs its own: rebuild with python -m "
             "lgd_tf.build_tfrecords (unique media ids) or drop the repeated records")
     return missing

@@ -80,7 +80,7 @@ def test_bad_inputs_give_one_line_errors(repo_root, subprocess_env, tiny_binding
     bad_gin = tmp_path / "bad.gin"
     bad_gin.write_text("include 'gin/tiny.gin'\nlgd_tf.models.lgd3d.depth = = 50\n")
     two_names = tmp_path / "two_classes.txt"
-    two_names.write_text("a\nb\n")
+    two_names.write_text("digit0_left\ndigit0_right\n")  # the demo set's first two names
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "train-00000-of-00001.tfrecord").write_bytes(b"")
