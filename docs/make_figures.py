@@ -25,44 +25,6 @@ GRADCAM_PNG = HERE / "images" / "gradcam_example.png"
 NUM_FRAMES = 8
 
 
-def demo_videos(split, per_class, seed):
-    """Demo videos rendered as lgd_tf.data.demo does, with the digit's position:
-    (frames (16, 64, 64, 3), label, sprite mask (24, 24), motion, start) per video."""
-    from lgd_tf.data import demo
-
-    images = demo._digit_images()
-    rng = np.random.default_rng(seed)
-    motions = list(demo.MOTIONS)
-    items = []
-    for label in range(len(demo.CLASS_NAMES)):
-        digit, motion = demo.DIGITS[label // 4], motions[label % 4]
-        pool = images[digit]
-        cut = (2 * len(pool)) // 3
-        pool = pool[:cut] if split == "train" else pool[cut:]
-        for _ in range(per_class):
-            image = pool[rng.integers(len(pool))]
-            start = rng.integers(0, demo.FRAME_SIZE, size=2)
-            frames = demo.render_video(image, motion, start, rng)
-            mask = np.kron(image / 16.0, np.ones((demo.SCALE, demo.SCALE))) > 0.25
-            items.append((frames, label, mask, motion, start))
-    return items
-
-
-def peak_in_digit_box(peaks, mask, motion, start):
-    """Per frame: is the peak (row, col) inside the digit's bounding box (modulo the frame
-    size, as the demo digits wrap around the edges)?"""
-    from lgd_tf.data import demo
-
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    dy, dx = demo.MOTIONS[motion]
-    hits = []
-    for t, (row, col) in enumerate(peaks):
-        y = (row - start[0] - dy * demo.SPEED * t) % demo.FRAME_SIZE
-        x = (col - start[1] - dx * demo.SPEED * t) % demo.FRAME_SIZE
-        hits.append(rows[0] <= y <= rows[-1] and cols[0] <= x <= cols[-1])
-    return np.array(hits)
-
-
 def train_demo_model(steps=400, base_filters=8, batch_size=16, learning_rate=3e-3, seed=0):
     """A stage-1 LGD-3D trained with Adam on 8-frame clips of 192 demo videos (BN statistics
     recalibrated on one batch at the end)."""
@@ -72,7 +34,7 @@ def train_demo_model(steps=400, base_filters=8, batch_size=16, learning_rate=3e-
     from lgd_tf.data import demo
 
     keras.utils.set_random_seed(seed)
-    videos = demo_videos("train", 16, seed=1)
+    videos = demo.labelled_videos("train", 16, seed=1)
     frames = np.stack([v[0] for v in videos])
     labels = np.array([v[1] for v in videos], np.int32)
     model = lgd_tf.models.lgd3d(num_classes=len(demo.CLASS_NAMES), head="stage1",
@@ -104,13 +66,14 @@ def train_demo_model(steps=400, base_filters=8, batch_size=16, learning_rate=3e-
 
 def localisation(model, class_names, videos, layer="local"):
     """(fraction of frames whose heatmap peak is inside the digit's box, explanations)."""
+    from lgd_tf.data import demo
     from lgd_tf.serving import explain
 
     hits, results = [], []
     for frames, label, mask, motion, start in videos:
         result = explain.explain_frames(model, frames, class_names,
                                         class_name=class_names[label], layer=layer)
-        hits.append(peak_in_digit_box(result.peaks(), mask, motion, start))
+        hits.append(demo.peak_in_digit_box(result.peaks(), mask, motion, start))
         results.append(result)
     return float(np.mean(hits)), results, hits
 
@@ -124,7 +87,7 @@ def gradcam_example(output=GRADCAM_PNG, model=None, steps=400, seed=0):
         keras_model, class_names = train_demo_model(steps=steps, seed=seed), demo.CLASS_NAMES
     else:
         keras_model, class_names, _ = loading.load_keras_model(explain.find_model(model))
-    videos = demo_videos("eval", 2, seed=2)
+    videos = demo.labelled_videos("eval", 2, seed=2)
     fraction, results, hits = localisation(keras_model, class_names, videos)
     print(f"Grad-CAM peak inside the digit's box in {fraction:.1%} of "
           f"{sum(len(h) for h in hits)} frames ({len(videos)} held-out videos)")

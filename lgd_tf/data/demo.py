@@ -122,3 +122,37 @@ def build_demo_dataset(cache_dir, *, train_per_class=48, eval_per_class=16, num_
         json.dump({"config": config, "class_names": CLASS_NAMES}, f)
     os.replace(tmp, marker)
     return data
+
+
+def labelled_videos(split, per_class, seed):
+    """Demo videos rendered as `build_demo_dataset` renders them, with what is needed to find
+    the digit (e.g. to score where a Grad-CAM map peaks):
+    a list of (frames (16, 64, 64, 3), label, sprite mask (24, 24), motion, start)."""
+    images = _digit_images()
+    rng = np.random.default_rng(seed)
+    items = []
+    for label in range(len(CLASS_NAMES)):
+        digit, motion = DIGITS[label // 4], list(MOTIONS)[label % 4]
+        pool = images[digit]
+        cut = (2 * len(pool)) // 3
+        pool = pool[:cut] if split == "train" else pool[cut:]
+        for _ in range(per_class):
+            image = pool[rng.integers(len(pool))]
+            start = rng.integers(0, FRAME_SIZE, size=2)
+            frames = render_video(image, motion, start, rng)
+            mask = np.kron(image / 16.0, np.ones((SCALE, SCALE))) > 0.25
+            items.append((frames, label, mask, motion, start))
+    return items
+
+
+def peak_in_digit_box(peaks, mask, motion, start):
+    """Per frame: is the heatmap's peak (row, col) inside the digit's bounding box? The sprite
+    wraps around the frame edges, so positions are compared modulo the frame size."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    dy, dx = MOTIONS[motion]
+    hits = []
+    for t, (row, col) in enumerate(peaks):
+        y = (row - start[0] - dy * SPEED * t) % FRAME_SIZE
+        x = (col - start[1] - dx * SPEED * t) % FRAME_SIZE
+        hits.append(rows[0] <= y <= rows[-1] and cols[0] <= x <= cols[-1])
+    return np.array(hits)

@@ -17,7 +17,6 @@ from lgd_tf.serving import explain
 from tests.export.conftest import recalibrate_batch_norm, write_video
 
 NUM_FRAMES = 8  # the model's clip length; the demo videos have 16 frames of 64 x 64
-MOTIONS = list(demo.MOTIONS)
 TRAIN_STEPS = 150
 BATCH = 16
 # The peak of the x_L Grad-CAM falls inside the digit's (tight) box in ~30 % of the frames for
@@ -29,45 +28,12 @@ BATCH = 16
 MIN_TIMES_CHANCE = 2.0
 
 
-def demo_videos(split, per_class, seed):
-    """Demo videos rendered as lgd_tf.data.demo does, with what is needed to find the digit:
-    a list of (frames (16, 64, 64, 3), label, sprite mask (24, 24), motion, start)."""
-    images = demo._digit_images()
-    rng = np.random.default_rng(seed)
-    items = []
-    for label in range(len(demo.CLASS_NAMES)):
-        digit, motion = demo.DIGITS[label // 4], MOTIONS[label % 4]
-        pool = images[digit]
-        cut = (2 * len(pool)) // 3
-        pool = pool[:cut] if split == "train" else pool[cut:]
-        for _ in range(per_class):
-            image = pool[rng.integers(len(pool))]
-            start = rng.integers(0, demo.FRAME_SIZE, size=2)
-            frames = demo.render_video(image, motion, start, rng)
-            mask = np.kron(image / 16.0, np.ones((demo.SCALE, demo.SCALE))) > 0.25
-            items.append((frames, label, mask, motion, start))
-    return items
-
-
-def peak_in_digit_box(peaks, mask, motion, start):
-    """Per frame: is the heatmap's peak (row, col) inside the digit's bounding box? The sprite
-    wraps around the frame edges, so positions are compared modulo the frame size."""
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    dy, dx = demo.MOTIONS[motion]
-    hits = []
-    for t, (row, col) in enumerate(peaks):
-        y = (row - start[0] - dy * demo.SPEED * t) % demo.FRAME_SIZE
-        x = (col - start[1] - dx * demo.SPEED * t) % demo.FRAME_SIZE
-        hits.append(rows[0] <= y <= rows[-1] and cols[0] <= x <= cols[-1])
-    return np.array(hits)
-
-
 def train_demo_model(model_dir):
     """Writes model_dir (stage1.keras + class_names.txt) of a tiny stage-1 LGD-3D (4 base
     filters, one unit per stage, 8 frames of 64 x 64) trained with Adam for 150 steps on
     8-frame clips of 192 demo videos, then BN statistics recalibrated."""
     keras.utils.set_random_seed(0)
-    videos = demo_videos("train", 16, seed=1)
+    videos = demo.labelled_videos("train", 16, seed=1)
     frames = np.stack([v[0] for v in videos])
     labels = np.array([v[1] for v in videos], np.int32)
     model = lgd_tf.models.lgd3d(num_classes=len(demo.CLASS_NAMES), head="stage1",
@@ -124,11 +90,11 @@ def demo_model(demo_model_dir):
 
 def test_grad_cam_peak_falls_on_the_moving_digit(demo_model, record_property):
     hits, chance = [], []
-    for frames, label, mask, motion, start in demo_videos("eval", 1, seed=2):
+    for frames, label, mask, motion, start in demo.labelled_videos("eval", 1, seed=2):
         result = explain.explain_frames(demo_model, frames, demo.CLASS_NAMES,
                                         class_name=demo.CLASS_NAMES[label])
         assert result.heatmaps.shape == frames.shape[:3]
-        hits.append(peak_in_digit_box(result.peaks(), mask, motion, start))
+        hits.append(demo.peak_in_digit_box(result.peaks(), mask, motion, start))
         rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
         chance.append((rows[-1] - rows[0] + 1) * (cols[-1] - cols[0] + 1) / frames[0, ..., 0].size)
     fraction, chance = float(np.mean(hits)), float(np.mean(chance))
@@ -139,7 +105,7 @@ def test_grad_cam_peak_falls_on_the_moving_digit(demo_model, record_property):
 
 
 def test_grad_cam_of_one_clip_is_a_map_in_0_1_per_frame(demo_model):
-    clip = demo_videos("eval", 1, seed=3)[0][0][:NUM_FRAMES]
+    clip = demo.labelled_videos("eval", 1, seed=3)[0][0][:NUM_FRAMES]
     for layer in ("local", "res3"):
         cam = explain.grad_cam(demo_model, clip, 0, layer=layer)
         assert cam.shape == (NUM_FRAMES, 64, 64) and cam.dtype == np.float32
@@ -167,7 +133,7 @@ def test_upsampling_puts_cell_i_on_pixel_stride_times_i():
 
 def test_command_writes_a_decodable_overlay_video_and_a_png_grid(demo_model_dir, tmp_path,
                                                                   capsys):
-    frames, label = demo_videos("eval", 1, seed=4)[5][:2]
+    frames, label = demo.labelled_videos("eval", 1, seed=4)[5][:2]
     video = write_video(tmp_path / "digit.mp4", frames)
     output = tmp_path / "out" / "digit_cam.mp4"
     code = explain_command.run(["lgd_tf.explain", f"--model={demo_model_dir}",
@@ -186,7 +152,7 @@ def test_command_writes_a_decodable_overlay_video_and_a_png_grid(demo_model_dir,
 
 def test_gif_output(demo_model_dir, tmp_path):
     model, names, _ = lgd_tf.serving.loading.load_keras_model(demo_model_dir)
-    frames = demo_videos("eval", 1, seed=5)[0][0][:10]
+    frames = demo.labelled_videos("eval", 1, seed=5)[0][0][:10]
     result = explain.explain_frames(model, frames, names)
     assert result.class_name == names[int(np.argmax(result.probabilities))]
     gif, png = explain.write_explanation(result, tmp_path / "a.gif", min_side=100)
@@ -214,7 +180,7 @@ def _error_line(capsys):
 
 
 def test_bad_inputs_exit_2_with_one_line(demo_model_dir, tmp_path, capsys):
-    video = write_video(tmp_path / "v.mp4", demo_videos("eval", 1, seed=6)[0][0])
+    video = write_video(tmp_path / "v.mp4", demo.labelled_videos("eval", 1, seed=6)[0][0])
     base = ["lgd_tf.explain", f"--model={demo_model_dir}", f"--output={tmp_path / 'o.mp4'}"]
 
     assert explain_command.run(base + [f"--video={tmp_path / 'missing.mp4'}"]) == 2
