@@ -16,6 +16,7 @@ import os
 import re
 import sys
 import time
+import weakref
 
 import keras
 import numpy as np
@@ -68,15 +69,37 @@ def _data_error(error):
     return found.group(1).replace("\\'", "'") if found else None
 
 
-def _predict_fn(model):
-    @tf.function(reduce_retracing=True)
-    def predict(views):
-        shape = tf.shape(views)
-        flat = tf.reshape(views, tf.concat([[-1], shape[2:]], axis=0))
-        probs = class_probabilities(model(flat, training=False))
-        return tf.reshape(probs, [shape[0], shape[1], -1])
+_PREDICT = weakref.WeakKeyDictionary()  # model -> {input spec: traced forward}
 
-    return predict
+
+def _view_spec(views):
+    """The spec a batch of views is traced with: batch, views and frame size left open (one
+    trace serves every batch, the last smaller one and other frame sizes too)."""
+    shape = list(views.shape)
+    relaxed = [None, None] + shape[2:-3] + [None, None, shape[-1]] if len(shape) >= 5 else (
+        [None] * len(shape))
+    return tf.TensorSpec(relaxed, views.dtype)
+
+
+def _predict_fn(model, views):
+    """The model's per-view probabilities (B, V, K) for views (B, V, ...), traced once per
+    model and input spec: evaluations repeated during training reuse the trace."""
+    spec = _view_spec(views)
+    cache = _PREDICT.setdefault(model, {})
+    key = (tuple(spec.shape.as_list()), spec.dtype)
+    if key not in cache:
+        model_ref = weakref.ref(model)  # the cache entry must not keep the model alive
+
+        @tf.function(input_signature=[spec])
+        def predict(views):
+            model = model_ref()
+            shape = tf.shape(views)
+            flat = tf.reshape(views, tf.concat([[-1], shape[2:]], axis=0))
+            probs = class_probabilities(model(flat, training=False))
+            return tf.reshape(probs, [shape[0], shape[1], -1])
+
+        cache[key] = predict
+    return cache[key]
 
 
 def load_stage_model(model_dir, stage=None):
@@ -91,7 +114,7 @@ def load_stage_model(model_dir, stage=None):
                         f"{' or '.join(c + '.keras' for c in candidates)}")
 
 
-def evaluate_video_level(model_dir, sources, model=None, stage=None, *, batch_size=1,
+def evaluate_video_level(model_dir, sources, model=None, stage=None, *, batch_size=4,
                          data_fn=None, write_files=True, fuse_with=None, fusion_weight=0.5,
                          summary_dir=None, step=None):
     """Video-level top-1 / top-5, per-class accuracy and confusion matrix of a saved stage.
@@ -101,7 +124,10 @@ def evaluate_video_level(model_dir, sources, model=None, stage=None, *, batch_si
         sources: the run's `DataSources` (eval pattern, num_classes, class names).
         model: an in-memory model (default: loaded with `load_stage_model`).
         stage: "stage1" / "stage2" name of `model` or of the file to load.
-        batch_size: videos per batch (whole-frame views need one frame size per batch).
+        batch_size: videos per batch: their views go through the model together (4 videos
+            x 15 clips: 60 views per forward; the model's clips/s needs batches of several
+            videos, not one). Whole-frame views need one frame size per batch: the default
+            pipeline groups videos by frame size.
         data_fn: `fn(pattern, batch_size, num_classes=..., [class_names=...])` -> (views,
             labels, media_ids), default `lgd_tf.data.eval_dataset`; class_names (label
             strings checked against them) unless they are the default "0".."K-1".
@@ -133,12 +159,11 @@ def evaluate_video_level(model_dir, sources, model=None, stage=None, *, batch_si
                           **extra)
     except ValueError as error:
         raise TrainingError(f"eval data: {error}") from None
-    predict = _predict_fn(model)
     started = time.perf_counter()
     scores, labels, media_ids, num_views = [], [], [], 0
     try:
         for views, batch_labels, batch_ids in dataset:
-            view_scores = predict(views).numpy()
+            view_scores = _predict_fn(model, views)(views).numpy()
             num_views = view_scores.shape[1]
             scores.append(average_view_scores(view_scores))
             labels.append(batch_labels.numpy())
