@@ -177,3 +177,48 @@ def test_records_without_media_ids_warn_once_and_cannot_be_fused(tiny_model, tmp
                                             "have no clip/media_id"):
         _evaluate(tmp_path, "noid", pattern, tiny_model, fuse_with=str(tmp_path / "noid"),
                   write_files=False)
+
+
+def _softmax(logits):
+    logits = np.asarray(logits, np.float64)
+    e = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def test_views_batched_across_videos_give_each_videos_own_scores(tiny_model, tmp_path):
+    """Batches of several videos (the last one smaller) give the one-video-at-a-time scores,
+    and both match a NumPy computation: softmax of each view's logits (stage 1: the mean of
+    the two heads), averaged over that video's views; each video counted once; one trace."""
+    rng = np.random.default_rng(3)
+    records = [writer.make_sequence_example(
+        rng.integers(0, 256, (10, 32, 40, 3), dtype=np.uint8), k % 3,
+        media_id=f"v{k}").SerializeToString() for k in range(5)]
+    pattern = str(tmp_path / "five.tfrecord")
+    writer.write_shard(pattern, records)
+
+    expected, labels = {}, {}
+    for views, label, media_id in eval_dataset(pattern, 1, **_SAMPLING):
+        views = views.numpy()[0]  # (V, T, H, W, C): this video's views, one at a time
+        per_view = []
+        for view in views:
+            logits = tiny_model(view[None], training=False)
+            per_view.append(0.5 * (_softmax(logits["global"].numpy()[0])
+                                   + _softmax(logits["local"].numpy()[0])))
+        expected[media_id.numpy()[0].decode()] = np.mean(per_view, axis=0)
+        labels[media_id.numpy()[0].decode()] = int(label[0])
+    assert len(expected) == 5
+
+    for batch_size in (1, 3, 5):
+        results = _evaluate(tmp_path, f"b{batch_size}", pattern, tiny_model,
+                            batch_size=batch_size)
+        assert results["num_videos"] == 5 and results["views_per_video"] == 2
+        with np.load(tmp_path / f"b{batch_size}" / "eval_scores.npz") as saved:
+            ids, scores = list(saved["media_ids"]), saved["scores"]
+        assert sorted(ids) == sorted(expected)  # every video once
+        for media_id, score in zip(ids, scores, strict=True):
+            np.testing.assert_allclose(score, expected[media_id], atol=1e-5)
+        top1 = np.mean([np.argmax(expected[m]) == labels[m] for m in ids])
+        assert results["top1"] == pytest.approx(top1)
+    # One trace for batches of 1, 3 and 2 videos: batch and frame size are left open.
+    (predict,) = evaluation._PREDICT[tiny_model].values()
+    assert predict.experimental_get_tracing_count() == 1
