@@ -4,14 +4,19 @@ Prints, for each model and its baseline (use_lgd=False: P3D / TSN), without and 
 (`jit_compile=True`): forward and train-step clips/s, FLOPs per clip, achieved GFLOP/s and its
 ratio to the fp32 matmul peak, and the ratio LGD / baseline of wall time and of process CPU
 time. Everything comes from one run: in each timing round the matmul peak, the LGD model and
-the baseline are timed one after the other and every figure is the best of its rounds, so a
-figure and the peak it is divided by were measured under the same load. On a shared machine
+the baseline are timed one after the other (LGD and baseline alternate which goes first) and
+every throughput figure is the best of its rounds, so a figure and the peak it is divided by
+were measured under the same load. The ratio LGD / baseline is the median over the rounds of
+the ratio of each round's pair of calls (and, for comparison, best / best). `--bf16` adds
+the LGD model under mixed_bfloat16 to every round and prints float32 / bf16 step time
+(bf16 speed-up of clips/s) the same way. On a shared machine
 wall times stay noisy, so the same figures are also given per CPU-second of the process
 (FLOPs / process CPU time, against the matmul's FLOPs per CPU-second): that ratio and the
 CPU-time ratio LGD / baseline do not count the time other processes hold the cores.
 
-    python benchmarks/model_throughput.py            # ~15 min on 2 cores
-    python benchmarks/model_throughput.py --quick    # ~4 min: 3 rounds, no XLA
+    python benchmarks/model_throughput.py            # ~20 min on 2 cores: 7 rounds
+    python benchmarks/model_throughput.py --quick    # ~5 min: 5 rounds, no XLA
+    python benchmarks/model_throughput.py --quick --only 3d --bf16
     python benchmarks/model_throughput.py --quick --only 3d --model_garden_python=VENV/bin/python
 
 With `--model_garden_python` (or MODEL_GARDEN_PYTHON) naming the python of a venv made by
@@ -46,6 +51,7 @@ CONFIGS = {
     "LGD-2D R50 3x224x224": (lgd_tf.models.lgd2d, {"num_segments": 3}, (3, 224, 224, 3)),
 }
 MATMUL_N = 4096
+BF16 = "mixed_bfloat16"
 
 
 # Runs in the Model Garden venv (tf_keras): builds ResNet3D-50 and times it like `measure`.
@@ -142,10 +148,15 @@ def forward_flops(model, clip_shape):
     return model_analyzer.profile(graph, options=options).total_float_ops
 
 
-def step_functions(builder, kwargs, clip_shape, use_lgd, batch, jit):
+def step_functions(builder, kwargs, clip_shape, use_lgd, batch, jit, policy="float32"):
     """(model, forward, train_step) closures of one model on one fixed batch."""
     keras.utils.set_random_seed(0)
-    model = builder(depth=50, num_classes=400, head="stage2", use_lgd=use_lgd, **kwargs)
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        model = builder(depth=50, num_classes=400, head="stage2", use_lgd=use_lgd, **kwargs)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
     optimizer = keras.optimizers.SGD(0.01, momentum=0.9)
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     x = tf.constant(np.random.default_rng(0).uniform(0, 255, (batch, *clip_shape)), tf.float32)
@@ -166,26 +177,47 @@ def step_functions(builder, kwargs, clip_shape, use_lgd, batch, jit):
     return model, lambda: forward(x).numpy(), lambda: train_step(x, y).numpy()
 
 
-def measure(builder, kwargs, clip_shape, batch, rounds, jit, matmul):
-    """Best wall / CPU seconds of matmul, forward and train step of LGD and baseline."""
+def measure(builder, kwargs, clip_shape, batch, rounds, jit, matmul, bf16=False):
+    """Best wall / CPU seconds of matmul, forward and train step of LGD and baseline, and
+    every round's seconds (`samples`). Keys: "matmul", (use_lgd, kind) in float32 and, with
+    `bf16`, (BF16, True, kind) for LGD under mixed_bfloat16. A round times the matmul, then
+    LGD and baseline in alternating order (LGD first in even rounds, baseline first in odd
+    ones), each kind (forward, train) as a pair, so the per-round ratios LGD / baseline (and
+    bf16 / float32) compare two calls made back to back."""
     fns = {use_lgd: step_functions(builder, kwargs, clip_shape, use_lgd, batch, jit)
            for use_lgd in (True, False)}
+    if bf16:
+        fns[BF16] = step_functions(builder, kwargs, clip_shape, True, batch, jit, BF16)
     timers = {"matmul": matmul}
-    for use_lgd, (_, forward, train) in fns.items():
+    for use_lgd in (True, False):
+        _, forward, train = fns[use_lgd]
         timers[(use_lgd, "forward")] = forward
         timers[(use_lgd, "train")] = train
+    if bf16:
+        timers[(BF16, True, "forward")] = fns[BF16][1]
+        timers[(BF16, True, "train")] = fns[BF16][2]
     for fn in timers.values():  # compile and warm up
         fn()
-    best = {key: (float("inf"), float("inf")) for key in timers}
-    for _ in range(rounds):
-        for key, fn in timers.items():
-            wall, cpu = clock(fn)
-            best[key] = (min(best[key][0], wall), min(best[key][1], cpu))
-    models = {use_lgd: fns[use_lgd][0] for use_lgd in fns}
-    return models, best
+    samples = {key: [] for key in timers}
+    for i in range(rounds):
+        order = ["matmul"]
+        for kind in ("forward", "train"):
+            pair = [(True, kind), (False, kind)] + ([(BF16, True, kind)] if bf16 else [])
+            order += pair if i % 2 == 0 else pair[::-1]
+        for key in order:
+            samples[key].append(clock(timers[key]))
+    best = {key: (min(w for w, _ in v), min(c for _, c in v)) for key, v in samples.items()}
+    models = {use_lgd: fns[use_lgd][0] for use_lgd in (True, False)}
+    return models, best, samples
 
 
-def report(title, clip_shape, batch, models, best, jit):
+def median_ratio(samples, a, b, clock_index=0):
+    """Median over rounds of samples[a] / samples[b] (0: wall, 1: CPU time)."""
+    return float(np.median([x[clock_index] / y[clock_index]
+                            for x, y in zip(samples[a], samples[b], strict=True)]))
+
+
+def report(title, clip_shape, batch, models, best, jit, samples):
     peak = 2 * MATMUL_N**3 / best["matmul"][0] / 1e9
     cpu_peak = 2 * MATMUL_N**3 / best["matmul"][1] / 1e9
     flops = {k: forward_flops(m, clip_shape) for k, m in models.items()}
@@ -210,9 +242,21 @@ def report(title, clip_shape, batch, models, best, jit):
         print(f"           per CPU-second: forward {fwd_cpu:6.1f} GFLOP ({fwd_cpu / cpu_peak:.2f} "
               f"of matmul's), train step {train_cpu:6.1f} GFLOP ({train_cpu / cpu_peak:.2f} "
               "of matmul's)")
+    n = len(samples["matmul"])
     for kind in ("forward", "train"):
         (lw, lc), (bw, bc) = best[(True, kind)], best[(False, kind)]
-        print(f"  LGD / baseline {kind:7}: wall time {lw / bw:.3f}, CPU time {lc / bc:.3f}")
+        print(f"  LGD / baseline {kind:7}: median of {n} alternating pairs: wall time "
+              f"{median_ratio(samples, (True, kind), (False, kind)):.3f}, CPU time "
+              f"{median_ratio(samples, (True, kind), (False, kind), 1):.3f} | best / best: "
+              f"wall {lw / bw:.3f}, CPU {lc / bc:.3f}")
+    for kind in ("forward", "train"):
+        key = (BF16, True, kind)
+        if key in best:
+            (hw, hc), (fw, fc) = best[key], best[(True, kind)]
+            print(f"  LGD {BF16} / float32 {kind:7} clips/s: median of {n} alternating pairs: "
+                  f"wall {median_ratio(samples, (True, kind), key):.3f}x, CPU "
+                  f"{median_ratio(samples, (True, kind), key, 1):.3f}x | best / best: wall "
+                  f"{fw / hw:.3f}x, CPU {fc / hc:.3f}x ({BF16} {batch / hw:5.2f} clips/s)")
     return fractions
 
 
@@ -277,7 +321,10 @@ def report_model_garden(result, ours, batch):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="3 rounds, no XLA")
+    parser.add_argument("--quick", action="store_true", help="5 rounds, no XLA")
+    parser.add_argument("--bf16", action="store_true",
+                        help="also time the LGD model under mixed_bfloat16 in the same rounds "
+                        "and print bf16 / float32 clips/s")
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--only", choices=("3d", "2d"), default=None,
@@ -286,10 +333,10 @@ def main():
                         help="python of the venv of benchmarks/setup_model_garden.sh: adds TF "
                         "Model Garden's ResNet3D-50 (default: $MODEL_GARDEN_PYTHON)")
     args = parser.parse_args()
-    rounds = args.rounds or (3 if args.quick else 5)
+    rounds = args.rounds or (5 if args.quick else 7)
     jit_modes = (False,) if args.quick else (False, True)
     print(f"TensorFlow {tf.__version__}, keras {keras.__version__}, {os.cpu_count()} CPU "
-          f"cores, batch {args.batch}, best of {rounds} rounds; stage-2 head, 400 classes")
+          f"cores, batch {args.batch}, {rounds} rounds; stage-2 head, 400 classes")
     matmul = matmul_fn()
     seconds, ours = {}, {}
     for title, (builder, kwargs, clip_shape) in CONFIGS.items():
@@ -297,13 +344,13 @@ def main():
             continue
         for jit in jit_modes:
             try:
-                models, best = measure(builder, kwargs, clip_shape, args.batch, rounds, jit,
-                                       matmul)
+                models, best, samples = measure(builder, kwargs, clip_shape, args.batch,
+                                                rounds, jit, matmul, bf16=args.bf16)
             except Exception as error:  # XLA may reject an op: report it and go on
                 print(f"\n{title}, jit_compile={jit}: failed "
                       f"({type(error).__name__}: {str(error).splitlines()[0][:160]})")
                 continue
-            fractions = report(title, clip_shape, args.batch, models, best, jit)
+            fractions = report(title, clip_shape, args.batch, models, best, jit, samples)
             seconds[(title, jit)] = best
             if title == LGD3D:
                 ours[jit] = fractions[True]
