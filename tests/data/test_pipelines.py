@@ -132,6 +132,25 @@ def test_eval_yields_all_views_of_each_video_in_order(tmp_path):
     assert tsn.shape == (1, 10, 3, 12, 20, 3)  # 10 frame triples by default (Sec. 5.2)
 
 
+def test_eval_decodes_in_a_parallel_map_and_prefetches_whole_batches(tmp_path):
+    """Parsing and decoding run ahead of the consumer (evaluation's forward): a parallel map
+    over records, then batches of several videos (grouped by frame size), prefetched."""
+    path = helpers.write_records(tmp_path / "a.tfrecord",
+                                 [(helpers.indexed_frames(8), k, f"v{k}") for k in range(2)])
+    for batch_size, batching in ((1, "BatchDatasetV2"), (4, "GroupByWindowDataset")):
+        ds = eval_dataset(path, batch_size, num_frames=4, num_clips=2, short_side=24)
+        graph = tf.compat.v1.GraphDef.FromString(ds._as_serialized_graph().numpy())
+        nodes = {n.name: n for n in graph.node}
+        prefetch = [n for n in graph.node if n.op == "PrefetchDataset"]
+        assert len(prefetch) == 1
+        source = nodes[prefetch[0].input[0].split(":")[0]]
+        assert source.op == batching  # the prefetched elements are whole batches
+        maps = [n for n in graph.node if n.op == "ParallelMapDatasetV2"]
+        assert maps and "make_views" in " ".join(n.attr["f"].func.name for n in maps)
+    views = next(iter(eval_dataset(path, 4, num_frames=4, num_clips=2, short_side=24)))[0]
+    assert views.shape[:2] == (2, 2)  # both videos' views in one batch
+
+
 def test_reads_model_garden_form_records(tmp_path):
     frames = helpers.indexed_frames(8)
     example = tf.train.SequenceExample()
