@@ -15,7 +15,11 @@ class BatchNormalization(keras.layers.BatchNormalization):
     calls the fused kernel; the moving statistics follow Keras' update rule with the biased
     batch variance, so weights, checkpoints and results are interchangeable with
     `keras.layers.BatchNormalization`. It computes in float32 (as Keras does under mixed
-    precision). Any other case falls back to the Keras computation.
+    precision): a bfloat16 / float16 input goes to the kernel as it is, which accumulates
+    the moments and normalises in float32 with the float32 gamma, beta and statistics, and
+    returns the compute dtype; this is what casting to float32 and back computes, without
+    the two casts' passes over the map (and their two in the gradient). Any other case falls
+    back to the Keras computation.
     """
 
     def _can_fuse(self, inputs, mask):
@@ -31,7 +35,8 @@ class BatchNormalization(keras.layers.BatchNormalization):
         x = inputs
         if len(inputs.shape) == 5:
             x = tf.reshape(inputs, tf.concat([[-1], shape[2:]], axis=0))
-        x = ops.cast(x, "float32")
+        if x.dtype not in (tf.float32, tf.bfloat16, tf.float16):
+            x = ops.cast(x, "float32")
         gamma, beta = ops.cast(self.gamma, "float32"), ops.cast(self.beta, "float32")
         if training and self.trainable:
             y, mean, variance = tf.compat.v1.nn.fused_batch_norm(
@@ -50,4 +55,4 @@ class BatchNormalization(keras.layers.BatchNormalization):
                 is_training=False)
         if len(inputs.shape) == 5:
             y = tf.reshape(y, shape)
-        return ops.cast(y, self.compute_dtype)
+        return y if y.dtype == self.compute_dtype else ops.cast(y, self.compute_dtype)

@@ -9,22 +9,32 @@ from lgd_tf.layers.low_rank import LowRankDense
 VARIANTS = ("lgd", "v1", "v2")
 
 
+def _shape(x):
+    """The static shape where known (no shape ops in the graph), else the dynamic one."""
+    static = x.shape.as_list()
+    if None not in static:
+        return static
+    dynamic = tf.unstack(tf.shape(x))
+    return [d if s is None else s for s, d in zip(static, dynamic, strict=True)]
+
+
 def _sum_positions(x):
     """Sum over the positions of `(B, N, C)`: `(B, C)`, as one batched matrix-vector product.
 
     oneDNN's GEMV reads the map once, multithreaded; `reduce_sum` over the middle axis is
     2-3x slower on CPU for the maps of a ResNet.
     """
-    ones = tf.ones(tf.stack([tf.shape(x)[0], 1, tf.shape(x)[1]]), dtype=x.dtype)
+    batch, positions, _ = _shape(x)
+    ones = tf.ones(tf.stack([batch, 1, positions]), dtype=x.dtype)
     return tf.squeeze(tf.matmul(ones, x), axis=1)
 
 
 def spatial_mean(x):
     """P(x): global average pooling of `(B, T, H, W, C)` over (T, H, W), shape `(B, C)`."""
-    shape = tf.shape(x)
-    flat = tf.reshape(x, tf.stack([shape[0], -1, shape[-1]]))
-    count = tf.cast(tf.shape(flat)[1], x.dtype)
-    return _sum_positions(flat) / count
+    batch, frames, height, width, channels = _shape(x)
+    positions = frames * height * width
+    flat = tf.reshape(x, tf.stack([batch, positions, channels]))
+    return _sum_positions(flat) / tf.cast(positions, x.dtype)
 
 
 @tf.custom_gradient
@@ -36,10 +46,11 @@ def diffuse(f, residual):
     gradient, ReLU gradient, sum for the residual's gradient) instead of the five of
     autodiff (Tile and scaling of the mean's gradient, AddN, ReLU gradient, sum).
     """
-    shape = tf.shape(f)
+    batch, frames, height, width, channels = _shape(f)
+    positions = frames * height * width
     x = tf.nn.relu(f + residual[:, None, None, None, :])
-    flat_shape = tf.stack([shape[0], -1, shape[-1]])
-    count = tf.cast(shape[1] * shape[2] * shape[3], f.dtype)
+    flat_shape = tf.stack([batch, positions, channels])
+    count = tf.cast(positions, f.dtype)
     pooled = _sum_positions(tf.reshape(x, flat_shape)) / count
 
     def grad(dx, dpooled):
