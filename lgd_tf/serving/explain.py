@@ -155,6 +155,64 @@ def normalize(cams):
     return np.where(span > 1e-12, (cams - low) / np.maximum(span, 1e-12), 0.0).astype(np.float32)
 
 
+def _producer(backbone, layer):
+    """The operation of the backbone's graph that outputs the map `layer`."""
+    tensor = backbone._outputs_struct[layer]  # noqa: SLF001  (the KerasTensor of the output)
+    return tensor._keras_history.operation  # noqa: SLF001
+
+
+def backbone_features(backbone, clips, layer, *, watch=None, perturb=None):
+    """The backbone's features dict, run so that the map `layer` is a differentiable input of
+    everything computed from it; returns `(features, map)`.
+
+    `backbone(clips)` is not enough: the LGD block computes x_l and P(x_l) in one fused op
+    (`lgd_tf.layers.lgd_block.diffuse`), so g_l = ReLU(W^{g,x} P(x_l) + W^{g,g} g_{l-1})
+    (Eq. 3) is not a function of the x_l tensor on a gradient tape, and d y / d x_l taken
+    after the call would miss every path through the global features (for res2..res4 every
+    later block; for x_L the g_L of a stage-2 head). Here the backbone's graph is run op by op,
+    the map is `watch`ed (and `perturb(map)` substituted, for gradient checks) as soon as it
+    is computed and the block's g_l is recomputed from it by Eq. 3 (same values).
+    """
+    from lgd_tf.layers.lgd_block import LGDBlock
+
+    target = _producer(backbone, layer)
+    probe = {}
+
+    def operation_fn(operation):
+        def call(*args, **kwargs):
+            if getattr(operation, "_call_has_training_arg", False):
+                kwargs["training"] = False
+            outputs = operation(*args, **kwargs)
+            if operation is not target or "map" in probe:
+                return outputs
+            if isinstance(operation, LGDBlock):
+                x_out, g_out = outputs
+                g_in = args[0][1]
+            else:
+                x_out, g_out = outputs, None
+            if perturb is not None:
+                x_out = perturb(x_out)
+            if watch is not None:
+                watch(x_out)
+            probe["map"] = x_out
+            if g_out is None:
+                return x_out
+            pooled = tf.reduce_mean(x_out, axis=(1, 2, 3))
+            if operation.variant == "v1":
+                g_out = pooled
+            else:
+                g_out = tf.nn.relu(operation.local_to_global(pooled)
+                                   + operation.global_to_global(g_in))
+            return [x_out, g_out]
+
+        return call
+
+    features = backbone._run_through_graph(clips, operation_fn=operation_fn)  # noqa: SLF001
+    if "map" not in probe:
+        raise ValueError(f"The backbone computes no {layer!r} map")
+    return features, probe["map"]
+
+
 def grad_cam_views(model, clips, class_index, layer="local", score="logit"):
     """Grad-CAM of a batch of views.
 
@@ -179,9 +237,7 @@ def grad_cam_views(model, clips, class_index, layer="local", score="logit"):
         raise ValueError(f"Expected clips (V, T, H, W, C). Received shape: {clips.shape}")
     index = tf.broadcast_to(tf.cast(class_index, tf.int32), [tf.shape(clips)[0]])
     with tf.GradientTape() as tape:
-        features = backbone(clips, training=False)
-        maps = features[layer]
-        tape.watch(maps)
+        features, maps = backbone_features(backbone, clips, layer, watch=tape.watch)
         logits = tf.cast(head(features), tf.float32)
         scores = logits if score == "logit" else tf.nn.log_softmax(logits, axis=-1)
         total = tf.reduce_sum(tf.gather(scores, index, axis=1, batch_dims=1))
