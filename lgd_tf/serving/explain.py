@@ -58,6 +58,9 @@ class Explanation:
         class_names: K names.
         layer: the map explained ("local" = x_L, or "res2".."res5").
         score_name: what was differentiated ("local logit (Eq. 6)" / "combined logit").
+        frames_per_step: frames per time step of the explained map (the clip length over its
+            T'; x_L and res3/res4 of LGD-3D: 4, res2: 2): one map slice stands for that many
+            consecutive frames, between which the per-frame heatmaps only interpolate.
     """
 
     frames: np.ndarray
@@ -69,6 +72,7 @@ class Explanation:
     class_names: list
     layer: str
     score_name: str
+    frames_per_step: int = 1
 
     def peaks(self):
         """(N, 2) int (row, column) of each frame's heatmap maximum."""
@@ -227,6 +231,12 @@ def grad_cam_views(model, clips, class_index, layer="local", score="logit"):
         `(cams, logits)`: float32 `(V, T, H, W)` in [0, 1] (see the module docstring) and the
         head's logits `(V, K)`.
     """
+    cams, logits, _ = _grad_cam(model, clips, class_index, layer, score)
+    return cams, logits
+
+
+def _grad_cam(model, clips, class_index, layer, score):
+    """`grad_cam_views` and the number T' of time steps of the map."""
     check_layer(layer)
     if score not in SCORES:
         raise ValueError(f"`score` must be one of {SCORES}. Received: {score!r}")
@@ -246,7 +256,8 @@ def grad_cam_views(model, clips, class_index, layer="local", score="logit"):
         raise ValueError(f"The class score does not depend on the {layer!r} map")
     weights = tf.reduce_mean(tf.cast(grads, tf.float32), axis=(1, 2, 3), keepdims=True)
     cams = tf.nn.relu(tf.reduce_sum(weights * tf.cast(maps, tf.float32), axis=-1))
-    return normalize(upsample(cams.numpy(), tuple(tf.shape(clips)[1:4].numpy()))), logits.numpy()
+    size = tuple(tf.shape(clips)[1:4].numpy())
+    return normalize(upsample(cams.numpy(), size)), logits.numpy(), int(cams.shape[1])
 
 
 def grad_cam(model, clip, class_index, layer="local", score="logit"):
@@ -317,8 +328,10 @@ def explain_frames(model, frames, class_names, *, class_name=None, layer="local"
         for i in range(0, len(views), batch_size)]).mean(axis=0)
     if index is None:
         index = int(np.argmax(probabilities))
-    cams = np.concatenate([grad_cam_views(model, views[i:i + batch_size], index, layer, score)[0]
-                           for i in range(0, len(views), batch_size)])
+    parts = [_grad_cam(model, views[i:i + batch_size], index, layer, score)
+             for i in range(0, len(views), batch_size)]
+    cams = np.concatenate([part[0] for part in parts])
+    frames_per_step = max(1, views.shape[1] // parts[0][2])
     total = np.zeros(frames.shape[:3], np.float32)
     count = np.zeros(len(frames), np.float32)
     for view, cam in zip(indices, cams, strict=True):
@@ -331,7 +344,8 @@ def explain_frames(model, frames, class_names, *, class_name=None, layer="local"
                        heatmaps=heatmaps.astype(np.float32), class_index=int(index),
                        class_name=class_names[index], score=float(probabilities[index]),
                        probabilities=probabilities.astype(np.float32),
-                       class_names=class_names, layer=layer, score_name=score_name)
+                       class_names=class_names, layer=layer, score_name=score_name,
+                       frames_per_step=frames_per_step)
 
 
 def find_model(path):

@@ -19,13 +19,18 @@ from tests.export.conftest import recalibrate_batch_norm, write_video
 NUM_FRAMES = 8  # the model's clip length; the demo videos have 16 frames of 64 x 64
 TRAIN_STEPS = 150
 BATCH = 16
-# The peak of the x_L Grad-CAM falls inside the digit's (tight) box in ~30 % of the frames for
-# this model (150 steps, ~50 % video accuracy; 35 % after 400 steps with 8 base filters, 83 %
-# accuracy), ~3x the chance rate (box area / frame area, ~9 %): x_L is a 2 x 4 x 4 map per
-# 8-frame clip (cell centres 16 pixels apart, each time cell spans 4 frames in which the digit
-# moves 12 pixels), so the peak is often one cell off or on the digit's trail. The test asks for
-# twice the chance rate.
-MIN_TIMES_CHANCE = 2.0
+# Where the Grad-CAM peak falls on 12 held-out demo videos (192 frames) for this model (150
+# steps), as fractions of frames inside the digit's box: the frame's own box ("frame") or the
+# union of the digit's boxes over the frames of the map's time step ("step": the 4 frames that
+# one time step of x_L or res3 of an 8-frame clip stands for). Measured:
+#   x_L 20.8 % frame / 32.3 % step; res3 49.0 % / 74.5 % (chance: 8.5 %);
+# after 300 steps: x_L 28.1 / 42.2, res3 51.0 / 78.6. The 80 % is not reached: x_L of an
+# 8 x 64 x 64 clip is 2 x 4 x 4 cells 16 pixels apart, each of which sees the whole frame and
+# all 8 frames (the digit moves 21 pixels in them), and better trained models do not localise
+# better there (README, "Grad-CAM"). The thresholds keep a margin under the measured figures.
+MIN_TIMES_CHANCE = 2.0  # x_L, frame's own box
+MIN_RES3_FRAME = 0.4
+MIN_RES3_STEP = 0.65
 
 
 def train_demo_model(model_dir):
@@ -89,19 +94,30 @@ def demo_model(demo_model_dir):
 
 
 def test_grad_cam_peak_falls_on_the_moving_digit(demo_model, record_property):
-    hits, chance = [], []
+    hits = {(layer, k): [] for layer in ("local", "res3") for k in ("frame", "step")}
+    chance = []
     for frames, label, mask, motion, start in demo.labelled_videos("eval", 1, seed=2):
-        result = explain.explain_frames(demo_model, frames, demo.CLASS_NAMES,
-                                        class_name=demo.CLASS_NAMES[label])
-        assert result.heatmaps.shape == frames.shape[:3]
-        hits.append(demo.peak_in_digit_box(result.peaks(), mask, motion, start))
+        for layer in ("local", "res3"):
+            result = explain.explain_frames(demo_model, frames, demo.CLASS_NAMES,
+                                            class_name=demo.CLASS_NAMES[label], layer=layer)
+            assert result.heatmaps.shape == frames.shape[:3]
+            assert result.frames_per_step == 4
+            peaks = result.peaks()
+            hits[layer, "frame"].append(demo.peak_in_digit_box(peaks, mask, motion, start))
+            hits[layer, "step"].append(demo.peak_in_digit_box(
+                peaks, mask, motion, start, frames_per_step=result.frames_per_step))
         rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
         chance.append((rows[-1] - rows[0] + 1) * (cols[-1] - cols[0] + 1) / frames[0, ..., 0].size)
-    fraction, chance = float(np.mean(hits)), float(np.mean(chance))
-    record_property("peak_in_digit_box", fraction)
-    print(f"Grad-CAM peak inside the digit's box in {fraction:.1%} of {np.size(hits)} frames "
-          f"(chance {chance:.1%})")
-    assert fraction >= MIN_TIMES_CHANCE * chance
+    fraction = {key: float(np.mean(value)) for key, value in hits.items()}
+    chance = float(np.mean(chance))
+    for (layer, kind), value in fraction.items():
+        record_property(f"peak_in_digit_box_{layer}_{kind}", value)
+    print("Grad-CAM peak inside the digit's box (frame's own / its step's boxes): " + ", ".join(
+        f"{layer} {fraction[layer, 'frame']:.1%} / {fraction[layer, 'step']:.1%}"
+        for layer in ("local", "res3")) + f" (chance {chance:.1%})")
+    assert fraction["local", "frame"] >= MIN_TIMES_CHANCE * chance
+    assert fraction["res3", "frame"] >= MIN_RES3_FRAME
+    assert fraction["res3", "step"] >= MIN_RES3_STEP
 
 
 def test_grad_cam_of_one_clip_is_a_map_in_0_1_per_frame(demo_model):
