@@ -8,7 +8,9 @@ of a moving digit (top) and the Grad-CAM of the final local map x_L for the vide
 `python -m lgd_tf.train --gin_file=gin/demo.gin`) that model is explained; without it a small
 stage-1 LGD-3D (8 base filters, one unit per stage, 8 frames of 64 x 64) is trained here on
 demo videos for --steps Adam steps (400: a few minutes on 2 CPU cores). It prints the fraction
-of frames of 24 held-out videos whose heatmap peak falls inside the digit's box.
+of frames of 24 held-out videos whose heatmap peak falls inside the digit's box (the frame's
+own box, and the union of the digit's boxes over the frames of the map's time step), for x_L
+and for res3.
 """
 
 import argparse
@@ -65,17 +67,20 @@ def train_demo_model(steps=400, base_filters=8, batch_size=16, learning_rate=3e-
 
 
 def localisation(model, class_names, videos, layer="local"):
-    """(fraction of frames whose heatmap peak is inside the digit's box, explanations)."""
+    """(fraction of frames whose heatmap peak is inside the digit's box, explanations, hits,
+    fraction inside the union of the digit's boxes over the frames of the map's time step)."""
     from lgd_tf.data import demo
     from lgd_tf.serving import explain
 
-    hits, results = [], []
+    hits, step_hits, results = [], [], []
     for frames, label, mask, motion, start in videos:
         result = explain.explain_frames(model, frames, class_names,
                                         class_name=class_names[label], layer=layer)
         hits.append(demo.peak_in_digit_box(result.peaks(), mask, motion, start))
+        step_hits.append(demo.peak_in_digit_box(result.peaks(), mask, motion, start,
+                                                frames_per_step=result.frames_per_step))
         results.append(result)
-    return float(np.mean(hits)), results, hits
+    return float(np.mean(hits)), results, hits, float(np.mean(step_hits))
 
 
 def gradcam_example(output=GRADCAM_PNG, model=None, steps=400, seed=0):
@@ -88,9 +93,11 @@ def gradcam_example(output=GRADCAM_PNG, model=None, steps=400, seed=0):
     else:
         keras_model, class_names, _ = loading.load_keras_model(explain.find_model(model))
     videos = demo.labelled_videos("eval", 2, seed=2)
-    fraction, results, hits = localisation(keras_model, class_names, videos)
-    print(f"Grad-CAM peak inside the digit's box in {fraction:.1%} of "
-          f"{sum(len(h) for h in hits)} frames ({len(videos)} held-out videos)")
+    fraction, results, hits, step = localisation(keras_model, class_names, videos)
+    res3, _, _, res3_step = localisation(keras_model, class_names, videos, layer="res3")
+    print(f"Grad-CAM peak inside the digit's box (the frame's own / the union over the frames "
+          f"of the map's time step) in {sum(len(h) for h in hits)} frames of {len(videos)} "
+          f"held-out videos: x_L {fraction:.1%} / {step:.1%}, res3 {res3:.1%} / {res3_step:.1%}")
     # The figure: a correctly classified video with the best localisation.
     order = sorted(range(len(videos)), key=lambda i: (
         results[i].class_index != int(np.argmax(results[i].probabilities)),
