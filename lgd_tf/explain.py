@@ -43,7 +43,8 @@ def define_flags(fv):
     flags.DEFINE_string("class_name", None, "class explained (default: the video's top "
                         "class).", flag_values=fv)
     flags.DEFINE_enum("stage", "local", STAGES, "map explained: local = x_L (the final local "
-                      "map), or the local map after res2..res5.", flag_values=fv)
+                      "map), or the local map after res2..res5 (res3 has 4x the resolution of "
+                      "x_L: better for small objects).", flag_values=fv)
     flags.DEFINE_enum("score", "logit", ["logit", "log_probability"], "what is "
                       "differentiated: the class logit (Selvaraju et al.) or its log softmax.",
                       flag_values=fv)

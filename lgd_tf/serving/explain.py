@@ -7,8 +7,14 @@ score of class k,
     w_c = mean over (t, h, w) of d y / d A[t, h, w, c]       (spatio-temporal mean)
     cam = ReLU(sum_c w_c A[..., c])                            (T', H', W')
 
-then upsampled to the view's frames (linear in time, bilinear in space, half-pixel centres)
-and min-max normalised to [0, 1] per view (a map that is zero everywhere stays zero).
+then upsampled to the view's frames (linear in time with half-pixel centres; bilinear in
+space with cell i on pixel stride * i, where its receptive field is centred) and min-max
+normalised to [0, 1] per view (a map that is zero everywhere stays zero). d y / d A is the
+total derivative, through g_l = ReLU(W^{g,x} P(x_l) + W^{g,g} g_{l-1}) too (`backbone_features`).
+
+Resolution: x_L of an 8 x 64 x 64 clip is 2 x 4 x 4 cells, each of which sees the whole frame
+and clip; on the demo videos its peak is in the moving digit's box in ~20-30 % of frames
+against ~50-70 % for res3 (README, "Grad-CAM"). Small objects want `layer="res3"`.
 
 The score y is the logit of class k (before the softmax; `score="log_probability"` takes
 log softmax_k instead) of the head that reads x_L:
