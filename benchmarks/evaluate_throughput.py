@@ -12,13 +12,19 @@ build_from_frames`), then in one run times:
 
 and prints both and the ratio evaluate / forward.
 
-    python benchmarks/evaluate_throughput.py            # R50 at the paper's view shape, ~6-9 min
-    python benchmarks/evaluate_throughput.py --quick    # R50 at base_filters 16, ~2 min
-    python benchmarks/evaluate_throughput.py --clips_table   # demo set: top-1 vs clips/video
+    python benchmarks/evaluate_throughput.py                # R50 at the paper's view shape
+    python benchmarks/evaluate_throughput.py --quick        # R50 at base_filters 16, ~3 min
+    python benchmarks/evaluate_throughput.py --clips_table  # demo set: top-1 vs clips/video
+
+The default run is 3 passes over 60 views of R50 (cold evaluate, forward, warm evaluate):
+at the ~2 clips/s of 2 idle cores about 3 minutes; on the development machine shared by other
+jobs (load 9-10) it took 15m42s (peak RSS 6.7 GB). Figures: benchmarks/README.md.
 
 `--clips_table` trains the demo model of gin/demo.gin briefly (or loads `--demo_model_dir`)
 and evaluates it on the demo eval set at 1, 3, 5 and 15 clips per video: video top-1, seconds
-and views/s of each, so a user can pick the trade-off.
+and views/s of each, so a user can pick the trade-off. The model sees 8-frame clips: the demo
+videos have 16 frames, so 16-frame clips would be one view whatever the clip count. Training
+is gin/demo.gin's schedule (about 2 minutes on 2 idle cores, 18 on the busy machine).
 """
 
 import argparse
