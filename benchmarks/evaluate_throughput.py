@@ -39,25 +39,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from pipeline_throughput import synthetic_video  # noqa: E402  (same folder)
 
 from lgd_tf import data, models  # noqa: E402
 from lgd_tf.data import builder  # noqa: E402
 from lgd_tf.training import evaluation  # noqa: E402
 from lgd_tf.training.two_stage import DataSources  # noqa: E402
-
-
-def synthetic_video(rng, num_frames=64, height=128, width=171):
-    """Smooth moving texture plus noise."""
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    freq = rng.uniform(0.03, 0.15, size=(3, 2))
-    speed = rng.uniform(-2, 2, size=2)
-    frames = []
-    for t in range(num_frames):
-        chans = [128 + 90 * np.sin(freq[c, 0] * (xx + speed[0] * t) + freq[c, 1] *
-                                   (yy + speed[1] * t) + c) for c in range(3)]
-        image = np.stack(chans, -1) + rng.normal(0, 8, size=(height, width, 3))
-        frames.append(np.clip(image, 0, 255).astype(np.uint8))
-    return np.stack(frames)
 
 
 def make_shards(folder, num_videos, num_classes, num_frames=64):
