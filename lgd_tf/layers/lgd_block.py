@@ -48,20 +48,21 @@ def diffuse(f, residual):
     """
     batch, frames, height, width, channels = _shape(f)
     positions = frames * height * width
-    x = tf.nn.relu(f + residual[:, None, None, None, :])
+    # Broadcasting over one axis of (B, N, C) is faster in Eigen than over three of 5-D.
     flat_shape = tf.stack([batch, positions, channels])
+    full_shape = tf.stack([batch, frames, height, width, channels])
+    flat = tf.nn.relu(tf.reshape(f, flat_shape) + residual[:, None, :])
     count = tf.cast(positions, f.dtype)
-    pooled = _sum_positions(tf.reshape(x, flat_shape)) / count
+    pooled = _sum_positions(flat) / count
 
     def grad(dx, dpooled):
-        if dx is None:
-            dx = tf.zeros_like(x)
+        dx = tf.zeros_like(flat) if dx is None else tf.reshape(dx, flat_shape)
         if dpooled is not None:
-            dx = dx + (dpooled / count)[:, None, None, None, :]
-        dz = tf.raw_ops.ReluGrad(gradients=dx, features=x)
-        return dz, _sum_positions(tf.reshape(dz, flat_shape))
+            dx = dx + (dpooled / count)[:, None, :]
+        dz = tf.raw_ops.ReluGrad(gradients=dx, features=flat)
+        return tf.reshape(dz, full_shape), _sum_positions(dz)
 
-    return (x, pooled), grad
+    return (tf.reshape(flat, full_shape), pooled), grad
 
 
 @keras.saving.register_keras_serializable(package="lgd_tf")
