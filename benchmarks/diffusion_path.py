@@ -81,7 +81,8 @@ def main():
             inputs.append(tuple(tf.constant(rng.normal(size=s).astype("float32"))
                                 for s in (full, (args.batch, shape[-1]), full,
                                           (args.batch, shape[-1]))))
-    steps = {"baseline ReLU": make_step(baseline, inputs), "plain LGD ops": make_step(plain, inputs),
+    steps = {"baseline ReLU": make_step(baseline, inputs),
+             "plain LGD ops": make_step(plain, inputs),
              "diffuse": make_step(diffuse, inputs),
              "diffuse, reduce_sum": make_step(diffuse, inputs, reduce_sum_positions)}
     for step in steps.values():

@@ -11,8 +11,8 @@ side, and the difference.
 import argparse
 import collections
 import glob
-import re
 import os
+import re
 import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -152,7 +152,7 @@ def main():
                     for k, v in events.items()}
     print_table("by part and op type", by_part_type[True], by_part_type[False], args.top)
     lgd_only = {k: v for k, v in events[True].items() if part(k).startswith("LGD-only")}
-    print(f"\nLGD-only ops (outside the units), summed over blocks by op name:")
+    print("\nLGD-only ops (outside the units), summed over blocks by op name:")
     names = group(lgd_only, lambda n: re.sub(r"^(fwd|grad) res\d_block\d+/", r"\1 ", clean(n))
                   + " : " + op_type(n))
     for k, v in sorted(names.items(), key=lambda kv: -kv[1])[:args.top]:
