@@ -47,7 +47,7 @@ def _backbone_weights(model):
 
 
 def test_both_stages_lower_the_loss_on_a_fixed_batch(tiny_config, tiny_data_dir, tmp_path):
-    tiny_config(*_bindings(tiny_data_dir, 10, 6),
+    tiny_config(*_bindings(tiny_data_dir, 10, 20),
                 "lgd_tf.training.fit_stage.log_every_steps = 5",
                 "lgd_tf.training.fit_stage.optimizer = @keras.optimizers.Adam",
                 "keras.optimizers.Adam.learning_rate = 0.003",
@@ -62,7 +62,7 @@ def test_both_stages_lower_the_loss_on_a_fixed_batch(tiny_config, tiny_data_dir,
     results, final, sources, _ = training.train_configured(model_dir, STRATEGY,
                                                            evaluate=False)
 
-    assert [r.steps for r in results.values()] == [10, 6]
+    assert [r.steps for r in results.values()] == [10, 20]
     assert sources.class_names[0] == "digit0_left" and sources.num_classes == 12
     stage1, stage2 = _load(f"{model_dir}/stage1.keras"), _load(f"{model_dir}/stage2.keras")
     assert set(stage1.output) == {"global", "local"} and set(stage2.output) == {"combined"}
