@@ -17,9 +17,8 @@ import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from model_throughput import step_functions  # noqa: E402  (same folder)
 from tensorflow.tsl.profiler.protobuf import xplane_pb2  # noqa: E402
 
 import lgd_tf  # noqa: E402
@@ -28,27 +27,6 @@ CONFIGS = {
     "3d": (lgd_tf.models.lgd3d, {}, (16, 112, 112, 3)),
     "2d": (lgd_tf.models.lgd2d, {"num_segments": 3}, (3, 224, 224, 3)),
 }
-
-
-def train_step_fn(builder, kwargs, clip, use_lgd, batch, policy):
-    keras.mixed_precision.set_global_policy(policy)
-    keras.utils.set_random_seed(0)
-    model = builder(depth=50, num_classes=400, head="stage2", use_lgd=use_lgd, **kwargs)
-    keras.mixed_precision.set_global_policy("float32")
-    optimizer = keras.optimizers.SGD(0.01, momentum=0.9)
-    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    x = tf.constant(np.random.default_rng(0).uniform(0, 255, (batch, *clip)), tf.float32)
-    y = tf.constant(np.arange(batch) % 400, tf.int32)
-
-    @tf.function
-    def train_step(x, y):
-        with tf.GradientTape() as tape:
-            loss = loss_fn(y, model(x, training=True)["combined"])
-        grads = tape.gradient(loss, model.trainable_variables)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
-        return loss
-
-    return train_step, lambda: train_step(x, y).numpy(), (x, y)
 
 
 def trace_events(fn, steps):
@@ -135,7 +113,8 @@ def main():
     builder, kwargs, clip = CONFIGS[args.only]
     events = {}
     for use_lgd in (True, False):
-        _, fn, _ = train_step_fn(builder, kwargs, clip, use_lgd, args.batch, args.policy)
+        _, _, fn = step_functions(builder, kwargs, clip, use_lgd, args.batch, jit=False,
+                                  policy=args.policy)
         fn()
         fn()
         events[use_lgd] = trace_events(fn, args.steps)

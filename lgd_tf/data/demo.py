@@ -63,10 +63,10 @@ def render_video(digit_image, motion, start, rng):
     return np.stack(frames)
 
 
-def _videos(split, per_class, seed):
-    rng = np.random.default_rng(seed)
+def _rendered(split, per_class, rng):
+    """The demo videos of `split` in generation order, drawn from `rng`: (frames, label,
+    digit image, motion, start, k) for the k-th video of each class (CLASS_NAMES order)."""
     images = _digit_images()
-    items = []
     for label, (digit, motion) in enumerate((d, m) for d in DIGITS for m in MOTIONS):
         pool = images[digit]
         cut = (2 * len(pool)) // 3
@@ -74,8 +74,13 @@ def _videos(split, per_class, seed):
         for k in range(per_class):
             image = pool[rng.integers(len(pool))]
             start = rng.integers(0, FRAME_SIZE, size=2)
-            frames = render_video(image, motion, start, rng)
-            items.append((frames, label, CLASS_NAMES[label], f"{split}_{label:02d}_{k:03d}"))
+            yield render_video(image, motion, start, rng), label, image, motion, start, k
+
+
+def _videos(split, per_class, seed):
+    rng = np.random.default_rng(seed)
+    items = [(frames, label, CLASS_NAMES[label], f"{split}_{label:02d}_{k:03d}")
+             for frames, label, _, _, _, k in _rendered(split, per_class, rng)]
     order = rng.permutation(len(items))
     return [items[i] for i in order]
 
@@ -128,21 +133,9 @@ def labelled_videos(split, per_class, seed):
     """Demo videos rendered as `build_demo_dataset` renders them, with what is needed to find
     the digit (e.g. to score where a Grad-CAM map peaks):
     a list of (frames (16, 64, 64, 3), label, sprite mask (24, 24), motion, start)."""
-    images = _digit_images()
-    rng = np.random.default_rng(seed)
-    items = []
-    for label in range(len(CLASS_NAMES)):
-        digit, motion = DIGITS[label // 4], list(MOTIONS)[label % 4]
-        pool = images[digit]
-        cut = (2 * len(pool)) // 3
-        pool = pool[:cut] if split == "train" else pool[cut:]
-        for _ in range(per_class):
-            image = pool[rng.integers(len(pool))]
-            start = rng.integers(0, FRAME_SIZE, size=2)
-            frames = render_video(image, motion, start, rng)
-            mask = np.kron(image / 16.0, np.ones((SCALE, SCALE))) > 0.25
-            items.append((frames, label, mask, motion, start))
-    return items
+    videos = _rendered(split, per_class, np.random.default_rng(seed))
+    return [(frames, label, np.kron(image / 16.0, np.ones((SCALE, SCALE))) > 0.25, motion,
+             start) for frames, label, image, motion, start, _ in videos]
 
 
 def peak_in_digit_box(peaks, mask, motion, start, frames_per_step=1):
