@@ -1,7 +1,8 @@
 r"""`python -m lgd_tf.explain --model=PATH --video=a.mp4 --output=OUT.mp4`: Grad-CAM overlay.
 
     python -m lgd_tf.explain --model=runs/demo --video=a.mp4 --output=out/a_cam.mp4 \
-        [--class_name=digit7_left] [--stage=local|res2|res3|res4|res5] [--short_side=120]
+        [--class_name=digit7_left] [--stage=local|res2|res3|res4|res5] [--short_side=120] \
+        [--method=gradcam|gradcam++]
 
 Grad-CAM (Selvaraju et al. 2017) of the final local map x_L (or of the map after the stage
 given by --stage): per clip, w_c = spatio-temporal mean of d y_k / d A_c, map = ReLU(sum_c
@@ -10,6 +11,12 @@ y_k is the logit of class k of the head that reads x_L: the local head W_x P(x_L
 stage-1 model, the combined classifier (Eq. 4-5) of a stage-2 model (--score=log_probability:
 its log softmax). k is --class_name, or the video's top class. The video is covered by
 consecutive clips of the model's length.
+
+--method=gradcam++ (Chattopadhay et al. 2018) weighs each channel by alpha-weighted positive
+gradients instead of their mean. Small objects are found far better at an early stage: on the
+demo videos the peak falls in the moving digit's box in ~96 % of frames with
+--stage=res2 --method=gradcam++, against ~20-30 % on x_L, whose 4 x 4 cells each see the whole
+64 x 64 frame (README, "Grad-CAM").
 
 Writes OUT.mp4 (or OUT.gif): the frames with the heatmap blended over them as colours (jet),
 upscaled so the shorter side is at least --min_side, the class name and its video-level
@@ -32,6 +39,7 @@ from lgd_tf.cli.command import Command
 
 PROGRAM = "lgd_tf.explain"
 STAGES = ("local", "res2", "res3", "res4", "res5")
+METHODS = ("gradcam", "gradcam++")  # lgd_tf.serving.explain.METHODS (imported lazily)
 
 
 def define_flags(fv):
@@ -45,6 +53,10 @@ def define_flags(fv):
     flags.DEFINE_enum("stage", "local", STAGES, "map explained: local = x_L (the final local "
                       "map), or the local map after res2..res5 (res3 has 4x the resolution of "
                       "x_L: better for small objects).", flag_values=fv)
+    flags.DEFINE_enum("method", "gradcam", METHODS, "class-activation "
+                      "weights: Grad-CAM (mean gradient per channel) or Grad-CAM++ (weighted "
+                      "positive gradients; sharper on small objects at res2/res3).",
+                      flag_values=fv)
     flags.DEFINE_enum("score", "logit", ["logit", "log_probability"], "what is "
                       "differentiated: the class logit (Selvaraju et al.) or its log softmax.",
                       flag_values=fv)
@@ -86,11 +98,13 @@ def explain(fv):
                          f"{', '.join(class_names)}")
     explanation = explain_lib.explain_video((model, class_names), fv.video,
                                             class_name=fv.class_name, layer=fv.stage,
-                                            score=fv.score, short_side=fv.short_side)
+                                            score=fv.score, method=fv.method,
+                                            short_side=fv.short_side)
     video_path, png_path = explain_lib.write_explanation(
         explanation, fv.output, fps=fv.fps, min_side=fv.min_side, grid_frames=fv.grid_frames,
         alpha=fv.alpha)
-    print(f"{fv.video}: Grad-CAM of {explanation.class_name} (p={explanation.score:.4f}; "
+    method = explain_lib.METHOD_NAMES[fv.method]
+    print(f"{fv.video}: {method} of {explanation.class_name} (p={explanation.score:.4f}; "
           f"{explanation.score_name}, map {fv.stage}) on {len(explanation.frames)} frames -> "
           f"{video_path}, {png_path}", flush=True)
 

@@ -1,5 +1,8 @@
 """The Local and Global Diffusion block (Sec. 3.1, Eq. 1-3; variants Eq. 8-9 of Sec. 5.3)."""
 
+import contextlib
+import threading
+
 import keras
 import tensorflow as tf
 from keras import ops
@@ -7,6 +10,28 @@ from keras import ops
 from lgd_tf.layers.low_rank import LowRankDense
 
 VARIANTS = ("lgd", "v1", "v2")
+_PLAIN = threading.local()
+
+
+@contextlib.contextmanager
+def plain_diffusion(map_hooks=None):
+    """Within the context, LGD blocks compute Eq. 2-3 with plain ops, P(x_l) from x_l.
+
+    The default path (`diffuse`) makes x_l and P(x_l) in one op, so on a gradient tape g_l is
+    not a function of the x_l tensor, and d y / d x_l misses every path through the global
+    features. Here it is: x_l = ReLU(F + US(W^{x,g} g)), then g_l from P(x_l) (same values).
+
+    Args:
+        map_hooks: optional `{block name: fn(x_l) -> x_l}`; the block of that name passes its
+            x_l through fn before P(x_l) and returns what fn returns (to watch the map on a
+            tape, or to perturb it for a gradient check).
+    """
+    previous = getattr(_PLAIN, "hooks", None)
+    _PLAIN.hooks = dict(map_hooks or {})
+    try:
+        yield
+    finally:
+        _PLAIN.hooks = previous
 
 
 def _shape(x):
@@ -142,11 +167,17 @@ class LGDBlock(keras.layers.Layer):
         x, g = inputs
         f = self.local_unit(x, training=training)
         residual = self.global_to_local(g)
+        hooks = getattr(_PLAIN, "hooks", None)
         if self.variant == "v2":
             x_out = ops.relu(f * ops.sigmoid(residual)[:, None, None, None, :])
-            pooled = spatial_mean(x_out)
+        elif hooks is not None:
+            x_out = ops.relu(f + residual[:, None, None, None, :])
         else:
             x_out, pooled = diffuse(f, residual)
+        if hooks is not None and self.name in hooks:
+            x_out = hooks[self.name](x_out)
+        if self.variant == "v2" or hooks is not None:
+            pooled = spatial_mean(x_out)
         if self.variant == "v1":
             g_out = pooled
         else:

@@ -12,9 +12,18 @@ space with cell i on pixel stride * i, where its receptive field is centred) and
 normalised to [0, 1] per view (a map that is zero everywhere stays zero). d y / d A is the
 total derivative, through g_l = ReLU(W^{g,x} P(x_l) + W^{g,g} g_{l-1}) too (`backbone_features`).
 
+`method="gradcam++"` (Chattopadhay et al., WACV 2018, Eq. 19 with the exponential of the
+score) weighs the positive gradients instead, with g = d y / d A:
+
+    alpha[t, h, w, c] = g^2 / (2 g^2 + (sum over (t, h, w) of A[..., c]) g^3)   (0 where 0/0)
+    w_c = sum over (t, h, w) of alpha ReLU(g)
+
+It localises small objects at the early stages much better (README, "Grad-CAM").
+
 Resolution: x_L of an 8 x 64 x 64 clip is 2 x 4 x 4 cells, each of which sees the whole frame
-and clip; on the demo videos its peak is in the moving digit's box in ~20-30 % of frames
-against ~50-70 % for res3 (README, "Grad-CAM"). Small objects want `layer="res3"`.
+and clip; on the demo videos its peak is in the moving digit's box in ~20-30 % of frames,
+against ~50-70 % for res3 and ~96 % for res2 with Grad-CAM++ (README, "Grad-CAM"). Small
+objects want `layer="res2"` or `"res3"` and `method="gradcam++"`.
 
 The score y is the logit of class k (before the softmax; `score="log_probability"` takes
 log softmax_k instead) of the head that reads x_L:
@@ -47,6 +56,8 @@ from lgd_tf.serving import loading, module
 LAYERS = ("local", "res2", "res3", "res4", "res5")
 VIDEO_SUFFIXES = {".mp4": "mp4", ".gif": "gif"}
 SCORES = ("logit", "log_probability")
+METHOD_NAMES = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++"}
+METHODS = tuple(METHOD_NAMES)
 MP4_CODECS = ("libx264", "h264", "mpeg4", "libopenh264")
 DEFAULT_COLORMAP = "jet"
 
@@ -63,6 +74,7 @@ class Explanation:
         probabilities: `(K,)` video-level probabilities.
         class_names: K names.
         layer: the map explained ("local" = x_L, or "res2".."res5").
+        method: "gradcam" or "gradcam++".
         score_name: what was differentiated ("local logit (Eq. 6)" / "combined logit").
         frames_per_step: frames per time step of the explained map (the clip length over its
             T'; x_L and res3/res4 of LGD-3D: 4, res2: 2): one map slice stands for that many
@@ -79,6 +91,7 @@ class Explanation:
     layer: str
     score_name: str
     frames_per_step: int = 1
+    method: str = "gradcam"
 
     def peaks(self):
         """(N, 2) int (row, column) of each frame's heatmap maximum."""
@@ -108,6 +121,31 @@ def _backbone(model):
     except ValueError as error:
         raise ValueError("Grad-CAM needs an lgd_tf classifier with a nested 'backbone'. "
                          f"Received: {model.name}") from error
+
+
+def check_method(method):
+    if method not in METHODS:
+        raise ValueError(f"The class-activation method must be one of {', '.join(METHODS)}. "
+                         f"Received: {method!r}")
+    return method
+
+
+def cam_from_gradients(maps, grads, method="gradcam"):
+    """The class-activation map `(V, T', H', W')` of maps A and gradients g = d y / d A, both
+    `(V, T', H', W', C)`: ReLU(sum_c w_c A_c) with w_c of Grad-CAM or Grad-CAM++ (module
+    docstring)."""
+    check_method(method)
+    maps, grads = tf.cast(maps, tf.float32), tf.cast(grads, tf.float32)
+    positions = (1, 2, 3)
+    if method == "gradcam":
+        weights = tf.reduce_mean(grads, axis=positions, keepdims=True)
+    else:
+        squared = tf.square(grads)
+        denominator = 2.0 * squared + tf.reduce_sum(maps, axis=positions, keepdims=True) * (
+            squared * grads)
+        alpha = tf.math.divide_no_nan(squared, denominator)
+        weights = tf.reduce_sum(alpha * tf.nn.relu(grads), axis=positions, keepdims=True)
+    return tf.nn.relu(tf.reduce_sum(weights * maps, axis=-1))
 
 
 def check_layer(layer):
@@ -166,64 +204,53 @@ def normalize(cams):
 
 
 def _producer(backbone, layer):
-    """The operation of the backbone's graph that outputs the map `layer`."""
-    tensor = backbone._outputs_struct[layer]  # noqa: SLF001  (the KerasTensor of the output)
-    return tensor._keras_history.operation  # noqa: SLF001
+    """The LGD block of the backbone that outputs the map `layer`, or None (a baseline's
+    residual unit: nothing there is fused, the map is a plain tensor of the call)."""
+    from lgd_tf.layers.lgd_block import LGDBlock
+
+    target = backbone.output[layer]
+    for candidate in backbone.layers:
+        if isinstance(candidate, LGDBlock) and candidate.output[0] is target:
+            return candidate
+    return None
 
 
 def backbone_features(backbone, clips, layer, *, watch=None, perturb=None):
-    """The backbone's features dict, run so that the map `layer` is a differentiable input of
-    everything computed from it; returns `(features, map)`.
+    """The backbone's features dict, computed so that the map `layer` is a differentiable
+    input of everything computed from it; returns `(features, map)`.
 
     `backbone(clips)` is not enough: the LGD block computes x_l and P(x_l) in one fused op
     (`lgd_tf.layers.lgd_block.diffuse`), so g_l = ReLU(W^{g,x} P(x_l) + W^{g,g} g_{l-1})
     (Eq. 3) is not a function of the x_l tensor on a gradient tape, and d y / d x_l taken
     after the call would miss every path through the global features (for res2..res4 every
-    later block; for x_L the g_L of a stage-2 head). Here the backbone's graph is run op by op,
-    the map is `watch`ed (and `perturb(map)` substituted, for gradient checks) as soon as it
-    is computed and the block's g_l is recomputed from it by Eq. 3 (same values).
+    later block; for x_L the g_L of a stage-2 head). The call runs under
+    `lgd_block.plain_diffusion`, where P(x_l) is computed from x_l (same values), and the
+    block that outputs the map `watch`es it (and substitutes `perturb(map)`, for gradient
+    checks) before pooling it.
     """
-    from lgd_tf.layers.lgd_block import LGDBlock
+    from lgd_tf.layers import lgd_block
 
-    target = _producer(backbone, layer)
-    probe = {}
+    block = _producer(backbone, layer)
 
-    def operation_fn(operation):
-        def call(*args, **kwargs):
-            if getattr(operation, "_call_has_training_arg", False):
-                kwargs["training"] = False
-            outputs = operation(*args, **kwargs)
-            if operation is not target or "map" in probe:
-                return outputs
-            if isinstance(operation, LGDBlock):
-                x_out, g_out = outputs
-                g_in = args[0][1]
-            else:
-                x_out, g_out = outputs, None
-            if perturb is not None:
-                x_out = perturb(x_out)
-            if watch is not None:
-                watch(x_out)
-            probe["map"] = x_out
-            if g_out is None:
-                return x_out
-            pooled = tf.reduce_mean(x_out, axis=(1, 2, 3))
-            if operation.variant == "v1":
-                g_out = pooled
-            else:
-                g_out = tf.nn.relu(operation.local_to_global(pooled)
-                                   + operation.global_to_global(g_in))
-            return [x_out, g_out]
+    def hook(x):
+        x = x if perturb is None else perturb(x)
+        if watch is not None:
+            watch(x)
+        return x
 
-        return call
-
-    features = backbone._run_through_graph(clips, operation_fn=operation_fn)  # noqa: SLF001
-    if "map" not in probe:
-        raise ValueError(f"The backbone computes no {layer!r} map")
-    return features, probe["map"]
+    if block is None:
+        if perturb is not None:
+            raise ValueError(f"Only the map of an LGD block can be perturbed. Received: {layer!r}")
+        features = backbone(clips, training=False)
+        if watch is not None:
+            watch(features[layer])
+        return features, features[layer]
+    with lgd_block.plain_diffusion({block.name: hook}):
+        features = backbone(clips, training=False)
+    return features, features[layer]
 
 
-def grad_cam_views(model, clips, class_index, layer="local", score="logit"):
+def grad_cam_views(model, clips, class_index, layer="local", score="logit", method="gradcam"):
     """Grad-CAM of a batch of views.
 
     Args:
@@ -232,18 +259,20 @@ def grad_cam_views(model, clips, class_index, layer="local", score="logit"):
         class_index: the class k explained (int, or one per view).
         layer: "local" (x_L) or "res2".."res5".
         score: "logit" (y = z_k, Selvaraju et al.) or "log_probability" (y = log softmax_k).
+        method: "gradcam" or "gradcam++" (module docstring).
 
     Returns:
         `(cams, logits)`: float32 `(V, T, H, W)` in [0, 1] (see the module docstring) and the
         head's logits `(V, K)`.
     """
-    cams, logits, _ = _grad_cam(model, clips, class_index, layer, score)
+    cams, logits, _ = _grad_cam(model, clips, class_index, layer, score, method)
     return cams, logits
 
 
-def _grad_cam(model, clips, class_index, layer, score):
+def _grad_cam(model, clips, class_index, layer, score, method):
     """`grad_cam_views` and the number T' of time steps of the map."""
     check_layer(layer)
+    check_method(method)
     if score not in SCORES:
         raise ValueError(f"`score` must be one of {SCORES}. Received: {score!r}")
     _, head = _head(model)
@@ -260,18 +289,18 @@ def _grad_cam(model, clips, class_index, layer, score):
     grads = tape.gradient(total, maps)
     if grads is None:
         raise ValueError(f"The class score does not depend on the {layer!r} map")
-    weights = tf.reduce_mean(tf.cast(grads, tf.float32), axis=(1, 2, 3), keepdims=True)
-    cams = tf.nn.relu(tf.reduce_sum(weights * tf.cast(maps, tf.float32), axis=-1))
+    cams = cam_from_gradients(maps, grads, method)
     size = tuple(tf.shape(clips)[1:4].numpy())
     return normalize(upsample(cams.numpy(), size)), logits.numpy(), int(cams.shape[1])
 
 
-def grad_cam(model, clip, class_index, layer="local", score="logit"):
+def grad_cam(model, clip, class_index, layer="local", score="logit", method="gradcam"):
     """Grad-CAM of one clip `(T, H, W, C)` for class `class_index`: `(T, H, W)` in [0, 1]."""
     clip = np.asarray(clip)
     if clip.ndim != 4:
         raise ValueError(f"Expected one clip (T, H, W, C). Received shape: {clip.shape}")
-    cams, _ = grad_cam_views(model, clip[None], class_index, layer=layer, score=score)
+    cams, _ = grad_cam_views(model, clip[None], class_index, layer=layer, score=score,
+                             method=method)
     return cams[0]
 
 
@@ -295,7 +324,7 @@ def covering_indices(num_frames, sampling):
 
 
 def explain_frames(model, frames, class_names, *, class_name=None, layer="local",
-                   score="logit", sampling=None, batch_size=8):
+                   score="logit", method="gradcam", sampling=None, batch_size=8):
     """Grad-CAM of decoded frames `(N, H, W, C)` uint8 (already at the model's resolution).
 
     Args:
@@ -304,6 +333,7 @@ def explain_frames(model, frames, class_names, *, class_name=None, layer="local"
         class_names: K names.
         class_name: the class explained; None: the video's top class.
         layer: "local" (x_L) or "res2".."res5".
+        method: "gradcam" or "gradcam++".
         sampling: a `module.Sampling` (its model type and clip length are used).
         batch_size: views per forward / backward pass.
 
@@ -311,6 +341,7 @@ def explain_frames(model, frames, class_names, *, class_name=None, layer="local"
         An `Explanation`.
     """
     check_layer(layer)
+    check_method(method)
     score_name, _ = _head(model)
     frames = np.asarray(frames)
     if frames.ndim != 4 or len(frames) == 0:
@@ -334,7 +365,7 @@ def explain_frames(model, frames, class_names, *, class_name=None, layer="local"
         for i in range(0, len(views), batch_size)]).mean(axis=0)
     if index is None:
         index = int(np.argmax(probabilities))
-    parts = [_grad_cam(model, views[i:i + batch_size], index, layer, score)
+    parts = [_grad_cam(model, views[i:i + batch_size], index, layer, score, method)
              for i in range(0, len(views), batch_size)]
     cams = np.concatenate([part[0] for part in parts])
     frames_per_step = max(1, views.shape[1] // parts[0][2])
@@ -351,7 +382,7 @@ def explain_frames(model, frames, class_names, *, class_name=None, layer="local"
                        class_name=class_names[index], score=float(probabilities[index]),
                        probabilities=probabilities.astype(np.float32),
                        class_names=class_names, layer=layer, score_name=score_name,
-                       frames_per_step=frames_per_step)
+                       frames_per_step=frames_per_step, method=method)
 
 
 def find_model(path):
@@ -376,7 +407,7 @@ def find_model(path):
 
 
 def explain_video(model, video, *, class_name=None, layer="local", score="logit",
-                  short_side=None, batch_size=8):
+                  method="gradcam", short_side=None, batch_size=8):
     """Decodes `video` and explains it (see `explain_frames`).
 
     Args:
@@ -385,6 +416,7 @@ def explain_video(model, video, *, class_name=None, layer="local", score="logit"
         video: a video file PyAV reads.
         class_name: the class explained (None: the top class).
         layer: "local" (x_L) or "res2".."res5".
+        method: "gradcam" or "gradcam++".
         short_side: shorter side the frames are resized to (default: the model's evaluation
             sampling; a model with a fixed input size gets frames resized to that size).
 
@@ -398,6 +430,7 @@ def explain_video(model, video, *, class_name=None, layer="local", score="logit"
     else:
         keras_model, class_names = model
     check_layer(layer)
+    check_method(method)
     _head(keras_model)
     if module.clip_spec(keras_model)[-1] != 3:
         raise ValueError("Grad-CAM overlays need an RGB model (3 input channels)")
@@ -413,7 +446,7 @@ def explain_video(model, video, *, class_name=None, layer="local", score="logit"
     else:
         frames = data.decode_video(video, short_side=sampling.short_side)
     return explain_frames(keras_model, frames, class_names, class_name=class_name, layer=layer,
-                          score=score, sampling=sampling, batch_size=batch_size)
+                          score=score, method=method, sampling=sampling, batch_size=batch_size)
 
 
 # Drawing and writing.
@@ -556,20 +589,25 @@ def grid_figure(explanation, *, num_frames=6, alpha=0.45, colormap=DEFAULT_COLOR
             axes[row, column].set_xticks([])
             axes[row, column].set_yticks([])
     axes[0, 0].set_ylabel("frame", fontsize=8)
-    axes[1, 0].set_ylabel("Grad-CAM", fontsize=8)
+    axes[1, 0].set_ylabel(_method_text(explanation.method), fontsize=8)
     del image
     import matplotlib
 
     mappable = matplotlib.cm.ScalarMappable(cmap=matplotlib.colormaps[colormap])
     mappable.set_clim(0.0, 1.0)
     figure.colorbar(mappable, ax=axes[1, :].tolist(), shrink=0.9, pad=0.01, label="")
-    figure.suptitle(title or f"Grad-CAM on {_layer_text(explanation.layer)}: "
+    figure.suptitle(title or f"{_method_text(explanation.method)} on "
+                    f"{layer_text(explanation.layer)}: "
                     f"{explanation.class_name} (p={explanation.score:.2f})", fontsize=9)
     return figure
 
 
-def _layer_text(layer):
+def layer_text(layer):
     return "x_L" if layer == "local" else layer
+
+
+def _method_text(method):
+    return METHOD_NAMES[method]
 
 
 def write_grid(path, explanation, **kwargs):

@@ -28,9 +28,12 @@ BATCH = 16
 # 8 x 64 x 64 clip is 2 x 4 x 4 cells 16 pixels apart, each of which sees the whole frame and
 # all 8 frames (the digit moves 21 pixels in them), and better trained models do not localise
 # better there (README, "Grad-CAM"). The thresholds keep a margin under the measured figures.
+# Grad-CAM++ on res2 (16 x 16 cells, 2 frames a step): 96.4 % frame's own box (95.8 % on 24
+# videos); the issue's target, 80 %, is asserted there.
 MIN_TIMES_CHANCE = 2.0  # x_L, frame's own box
 MIN_RES3_FRAME = 0.4
 MIN_RES3_STEP = 0.65
+MIN_RES2_GRADCAM_PP = 0.8
 
 
 def train_demo_model(model_dir):
@@ -93,31 +96,71 @@ def demo_model(demo_model_dir):
     return keras.saving.load_model(demo_model_dir / "stage1.keras", safe_mode=True)
 
 
+CASES = {"local": ("local", "gradcam"), "res3": ("res3", "gradcam"),
+         "res2 Grad-CAM++": ("res2", "gradcam++")}
+
+
 def test_grad_cam_peak_falls_on_the_moving_digit(demo_model, record_property):
-    hits = {(layer, k): [] for layer in ("local", "res3") for k in ("frame", "step")}
+    hits = {(case, k): [] for case in CASES for k in ("frame", "step")}
     chance = []
     for frames, label, mask, motion, start in demo.labelled_videos("eval", 1, seed=2):
-        for layer in ("local", "res3"):
+        for case, (layer, method) in CASES.items():
             result = explain.explain_frames(demo_model, frames, demo.CLASS_NAMES,
-                                            class_name=demo.CLASS_NAMES[label], layer=layer)
+                                            class_name=demo.CLASS_NAMES[label], layer=layer,
+                                            method=method)
             assert result.heatmaps.shape == frames.shape[:3]
-            assert result.frames_per_step == 4
+            assert result.frames_per_step == (2 if layer == "res2" else 4)
             peaks = result.peaks()
-            hits[layer, "frame"].append(demo.peak_in_digit_box(peaks, mask, motion, start))
-            hits[layer, "step"].append(demo.peak_in_digit_box(
+            hits[case, "frame"].append(demo.peak_in_digit_box(peaks, mask, motion, start))
+            hits[case, "step"].append(demo.peak_in_digit_box(
                 peaks, mask, motion, start, frames_per_step=result.frames_per_step))
         rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
         chance.append((rows[-1] - rows[0] + 1) * (cols[-1] - cols[0] + 1) / frames[0, ..., 0].size)
     fraction = {key: float(np.mean(value)) for key, value in hits.items()}
     chance = float(np.mean(chance))
-    for (layer, kind), value in fraction.items():
-        record_property(f"peak_in_digit_box_{layer}_{kind}", value)
+    for (case, kind), value in fraction.items():
+        record_property(f"peak_in_digit_box_{case.replace(' ', '_')}_{kind}", value)
     print("Grad-CAM peak inside the digit's box (frame's own / its step's boxes): " + ", ".join(
-        f"{layer} {fraction[layer, 'frame']:.1%} / {fraction[layer, 'step']:.1%}"
-        for layer in ("local", "res3")) + f" (chance {chance:.1%})")
+        f"{case} {fraction[case, 'frame']:.1%} / {fraction[case, 'step']:.1%}"
+        for case in CASES) + f" (chance {chance:.1%})")
     assert fraction["local", "frame"] >= MIN_TIMES_CHANCE * chance
     assert fraction["res3", "frame"] >= MIN_RES3_FRAME
     assert fraction["res3", "step"] >= MIN_RES3_STEP
+    assert fraction["res2 Grad-CAM++", "frame"] >= MIN_RES2_GRADCAM_PP
+
+
+def numpy_cam(maps, grads, method):
+    """Grad-CAM (Selvaraju et al. Eq. 1-2) and Grad-CAM++ (Chattopadhay et al. Eq. 19 with
+    the exponential score: alpha = g^2 / (2 g^2 + sum A g^3)) in float64, loop over channels."""
+    maps, grads = maps.astype(np.float64), grads.astype(np.float64)
+    cam = np.zeros(maps.shape[:-1])
+    for v in range(maps.shape[0]):
+        for c in range(maps.shape[-1]):
+            a, g = maps[v, ..., c], grads[v, ..., c]
+            if method == "gradcam":
+                weight = g.mean()
+            else:
+                denominator = 2 * g**2 + a.sum() * g**3
+                alpha = np.divide(g**2, denominator, out=np.zeros_like(g),
+                                  where=denominator != 0)
+                weight = (alpha * np.maximum(g, 0)).sum()
+            cam[v] += weight * a
+    return np.maximum(cam, 0)
+
+
+@pytest.mark.parametrize("method", explain.METHODS)
+def test_cam_from_gradients_matches_numpy(method):
+    rng = np.random.default_rng(7)
+    maps = np.maximum(rng.normal(size=(2, 2, 3, 4, 5)), 0).astype(np.float32)
+    grads = rng.normal(size=maps.shape).astype(np.float32)
+    grads[0, ..., 1] = 0.0  # a channel without gradient: Grad-CAM++'s 0 / 0 is 0
+    cam = explain.cam_from_gradients(maps, grads, method).numpy()
+    expected = numpy_cam(maps, grads, method)
+    assert cam.shape == (2, 2, 3, 4) and expected.max() > 0
+    if method == "gradcam":  # negative mean gradients: the ReLU clips some positions
+        assert (expected == 0).any()
+    np.testing.assert_allclose(cam, expected, rtol=1e-5, atol=1e-6)
+    assert explain_command.METHODS == explain.METHODS
 
 
 def test_grad_cam_of_one_clip_is_a_map_in_0_1_per_frame(demo_model):
@@ -200,8 +243,9 @@ def test_command_writes_a_decodable_overlay_video_and_a_png_grid(demo_model_dir,
 def test_gif_output(demo_model_dir, tmp_path):
     model, names, _ = lgd_tf.serving.loading.load_keras_model(demo_model_dir)
     frames = demo.labelled_videos("eval", 1, seed=5)[0][0][:10]
-    result = explain.explain_frames(model, frames, names)
+    result = explain.explain_frames(model, frames, names, layer="res2", method="gradcam++")
     assert result.class_name == names[int(np.argmax(result.probabilities))]
+    assert result.method == "gradcam++" and result.frames_per_step == 2
     gif, png = explain.write_explanation(result, tmp_path / "a.gif", min_side=100)
     with av.open(str(gif)) as container:
         decoded = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
@@ -246,5 +290,7 @@ def test_bad_inputs_exit_2_with_one_line(demo_model_dir, tmp_path, capsys):
 
     assert explain_command.run(base + [f"--video={video}", "--stage=res9"]) == 2
     assert "res9" in _error_line(capsys)
+    assert explain_command.run(base + [f"--video={video}", "--method=cam"]) == 2
+    assert "gradcam++" in _error_line(capsys)
     assert explain_command.run(base[:2] + [f"--video={video}", "--output=o.avi"]) == 2
     assert ".mp4 or .gif" in _error_line(capsys)

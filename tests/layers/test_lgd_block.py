@@ -141,3 +141,33 @@ def test_bad_arguments():
         LGDBlock(P3DBottleneck(4), variant="v3")
     with pytest.raises(ValueError, match="rank_ratio"):
         LGDBlock(P3DBottleneck(4), rank_ratio=0)
+
+
+@pytest.mark.parametrize("variant", ["lgd", "v1", "v2"])
+def test_plain_diffusion_matches_the_fused_block_and_pools_the_hooked_map(variant):
+    """Under `plain_diffusion` the block gives the same outputs, and g_l is computed from the
+    x_l its hook returns: Eq. 3 (Eq. 8 for v1) on the hooked map, by NumPy."""
+    from lgd_tf.layers.lgd_block import plain_diffusion
+
+    unit = P3DBottleneck(4, strides=2)
+    block = LGDBlock(unit, rank_ratio=4, variant=variant, name="block")
+    x = RNG.normal(size=(2, 4, 6, 6, 8)).astype("float32")
+    g = relu(RNG.normal(size=(2, 8))).astype("float32")
+    fused_x, fused_g = block([x, g])
+    with plain_diffusion():
+        plain_x, plain_g = block([x, g])
+    np.testing.assert_allclose(plain_x, fused_x, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(plain_g, fused_g, rtol=1e-5, atol=1e-6)
+    shift = RNG.normal(size=fused_x.shape).astype("float32")
+    with plain_diffusion({"block": lambda a: a + shift, "other": lambda a: a * 0.0}):
+        hooked_x, hooked_g = block([x, g])
+    np.testing.assert_allclose(hooked_x, fused_x.numpy() + shift, rtol=1e-6, atol=1e-6)
+    pooled = (fused_x.numpy() + shift).mean(axis=(1, 2, 3))
+    if variant == "v1":
+        expected = pooled
+    else:
+        expected = relu(pooled @ dense(block.local_to_global) + g @ dense(block.global_to_global))
+    np.testing.assert_allclose(hooked_g, expected, rtol=1e-5, atol=1e-5)
+    assert np.abs(hooked_g - fused_g).max() > 1e-3
+    again_x, _ = block([x, g])  # the context is left: the fused path, no hook
+    np.testing.assert_array_equal(again_x, fused_x)
