@@ -36,7 +36,6 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import av  # noqa: E402
 import numpy as np  # noqa: E402
 
 NUM_FILES = 10
@@ -51,20 +50,10 @@ def rss_mb(field="VmRSS"):
     raise RuntimeError(f"no {field} in /proc/self/status")
 
 
-def write_video(path, frames, fps=25):
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("mpeg4", rate=fps)
-        stream.height, stream.width = frames.shape[1:3]
-        stream.pix_fmt = "yuv420p"
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-
-
 def make_videos(folder):
     """10 videos: 20..65 frames, 160x120 to 224x168, moving noise."""
+    from lgd_tf.data import video
+
     rng = np.random.default_rng(0)
     paths = []
     for k in range(NUM_FILES):
@@ -72,7 +61,7 @@ def make_videos(folder):
         base = rng.integers(0, 256, (height, width + n, 3), dtype=np.uint8)
         frames = np.stack([base[:, i:i + width] for i in range(n)])
         path = folder / f"video{k}.mp4"
-        write_video(path, frames)
+        video.write_frames(path, frames, codec="mpeg4", fps=25)
         paths.append(path)
     return paths
 
@@ -88,19 +77,17 @@ def export_tiny_model(folder):
 
 def write_long_video(path, num_frames, height, width, fps=25):
     """`num_frames` of moving noise, encoded as they are made (the writer holds one frame)."""
+    from lgd_tf.data import video
+
     rng = np.random.default_rng(num_frames)
     base = rng.integers(0, 256, (height, width * 2, 3), dtype=np.uint8)
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("mpeg4", rate=fps)
-        stream.height, stream.width = height, width
-        stream.pix_fmt = "yuv420p"
+
+    def frames():
         for i in range(num_frames):
             shift = (3 * i) % width
-            frame = np.ascontiguousarray(base[:, shift:shift + width])
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+            yield np.ascontiguousarray(base[:, shift:shift + width])
+
+    video.write_frames(path, frames(), codec="mpeg4", fps=fps)
 
 
 def score_one(args):

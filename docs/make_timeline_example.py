@@ -16,7 +16,6 @@ import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import av  # noqa: E402
 import numpy as np  # noqa: E402
 
 CLASS_NAMES = ["dark", "bright", "red"]
@@ -63,24 +62,13 @@ def train_model(rng):
     return model
 
 
-def write_video(path, frames):
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("mpeg4", rate=FPS)
-        stream.height, stream.width = frames.shape[1:3]
-        stream.pix_fmt = "yuv420p"
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", default=str(pathlib.Path(__file__).parent / "images" /
                                                 "timeline_example.png"))
     args = parser.parse_args()
 
+    from lgd_tf.data import video as video_lib
     from lgd_tf.serving import classifier, timeline
 
     rng = np.random.default_rng(0)
@@ -94,7 +82,7 @@ def main():
             clips = clips_of(rng, [label] * -(-length // NUM_FRAMES), size=(48, 64))
             parts.append(clips.reshape(-1, 48, 64, 3)[:length])
         video = folder / "dark_bright_red.mp4"
-        write_video(video, np.concatenate(parts))
+        video_lib.write_frames(video, np.concatenate(parts), codec="mpeg4", fps=FPS)
         clf = classifier.load_classifier(folder / "model.keras", short_side=SIZE)
         result = timeline.video_timeline(clf, video, window_stride=2)
         png = timeline.timeline_figure_png(result, args.output, k=3)

@@ -2,8 +2,11 @@
 
 Frames are rotated (display matrix), resized and trimmed as they are decoded, so a caller
 that encodes each frame at once holds one decoded frame at a time, whatever the video's
-length. `decode_video` is the list form.
+length. `decode_video` is the list form. `write_frames` encodes frames to a file (synthetic
+videos for tests, benchmarks and examples).
 """
+
+import itertools
 
 import av
 import cv2
@@ -167,3 +170,43 @@ def video_frame_rate(path):
             return float(rate) if rate else 0.0
     except (av.error.FFmpegError, OSError, IndexError):
         return 0.0
+
+
+def write_frames(path, frames, *, codec="mpeg4", fps=25, pix_fmt="yuv420p",
+                 container_format=None, options=None, gop_size=None, rotation=None):
+    """Encodes RGB uint8 frames into a video file with PyAV; returns `path` as given.
+
+    Args:
+        path: the file; its suffix picks the container unless `container_format` is given.
+        frames: an `(N, H, W, 3)` array, or an iterable of `(H, W, 3)` frames (a generator is
+            encoded as it yields, one frame held at a time).
+        codec, fps, pix_fmt: the stream's codec, frame rate and pixel format.
+        container_format: an FFmpeg format name ("mpegts", ...) instead of the suffix's.
+        options: the codec's options, e.g. `{"preset": "ultrafast"}`.
+        gop_size: frames from one keyframe to the next.
+        rotation: a display-matrix angle written as metadata (counterclockwise degrees, as
+            `frame.rotation` reads it back).
+    """
+    if hasattr(frames, "shape"):
+        height, width = frames.shape[1:3]
+    else:
+        frames = iter(frames)
+        first = next(frames)
+        height, width = first.shape[:2]
+        frames = itertools.chain([first], frames)
+    with av.open(str(path), "w", format=container_format) as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.height, stream.width = height, width
+        stream.pix_fmt = pix_fmt
+        if options:
+            stream.options = dict(options)
+        if gop_size is not None:
+            stream.codec_context.gop_size = gop_size
+        if rotation is not None:
+            stream.set_display_rotation(rotation)
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path

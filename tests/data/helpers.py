@@ -1,8 +1,8 @@
 """Synthetic videos and records for the data tests (nothing is downloaded or committed)."""
 
-import av
 import numpy as np
 
+from lgd_tf.data import video as video_lib
 from lgd_tf.data import writer
 
 STEP = 8  # frame i is a flat image of brightness 4 + STEP * i, so its index survives JPEG
@@ -34,18 +34,11 @@ def write_records(path, videos):
     return str(path)
 
 
-def write_video(path, frames, codec, fps=10, pix_fmt="yuv420p"):
-    """Encodes RGB frames (N, H, W, 3) into a real video file with PyAV."""
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream(codec, rate=fps)
-        stream.width, stream.height = frames.shape[2], frames.shape[1]
-        stream.pix_fmt = pix_fmt
-        for image in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return str(path)
+def write_video(path, frames, codec, fps=10, pix_fmt="yuv420p", **kwargs):
+    """Encodes RGB frames (N, H, W, 3) into a real video file with PyAV; returns str(path).
+    kwargs: those of `lgd_tf.data.video.write_frames` (container_format, gop_size, rotation)."""
+    return str(video_lib.write_frames(path, frames, codec=codec, fps=fps, pix_fmt=pix_fmt,
+                                      **kwargs))
 
 
 def read_media_ids(pattern):

@@ -73,30 +73,14 @@ def _corner_frames(n=4, height=16, width=32):
     return frames
 
 
-def _write(path, frames, codec="libx264", fps=10, rotation=None, gop=None, fmt=None):
-    with av.open(str(path), "w", format=fmt) as container:
-        stream = container.add_stream(codec, rate=fps)
-        stream.width, stream.height = frames.shape[2], frames.shape[1]
-        stream.pix_fmt = "yuv420p"
-        if gop is not None:
-            stream.codec_context.gop_size = gop
-        if rotation is not None:
-            stream.set_display_rotation(rotation)
-        for image in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return str(path)
-
-
 # Display-matrix angle (counterclockwise, as PyAV reads it) -> quadrant of the bright corner
 # once shown upright. A phone's `rotate=90` tag is the matrix angle -90: turn clockwise.
 @pytest.mark.parametrize("rotation,bright", [(-90, (0, 1)), (90, (1, 0)), (180, (1, 1))])
 def test_rotation_metadata_is_applied(tmp_path, rotation, bright):
     frames = _corner_frames()
-    plain = decode_video(_write(tmp_path / "plain.mp4", frames))
-    rotated = decode_video(_write(tmp_path / "rotated.mp4", frames, rotation=rotation))
+    plain = decode_video(helpers.write_video(tmp_path / "plain.mp4", frames, "libx264"))
+    rotated = decode_video(helpers.write_video(tmp_path / "rotated.mp4", frames, "libx264",
+                                               rotation=rotation))
     assert plain.shape == (4, 16, 32, 3)
     assert rotated.shape == ((4, 16, 32, 3) if rotation == 180 else (4, 32, 16, 3))
     np.testing.assert_array_equal(rotated, np.rot90(plain, rotation // 90, axes=(1, 2)))
@@ -111,8 +95,10 @@ def test_rotation_metadata_is_applied(tmp_path, rotation, bright):
 
 def test_size_change_mid_stream_is_resized_not_dropped(tmp_path):
     # Two MPEG-TS streams of different sizes, byte-concatenated (FFmpeg's concat protocol).
-    first = _write(tmp_path / "a.ts", helpers.indexed_frames(5, 32, 48), fmt="mpegts")
-    second = _write(tmp_path / "b.ts", helpers.indexed_frames(10, 64, 64)[5:], fmt="mpegts")
+    first = helpers.write_video(tmp_path / "a.ts", helpers.indexed_frames(5, 32, 48), "libx264",
+                                container_format="mpegts")
+    second = helpers.write_video(tmp_path / "b.ts", helpers.indexed_frames(10, 64, 64)[5:],
+                                 "libx264", container_format="mpegts")
     joined = tmp_path / "joined.ts"
     joined.write_bytes(open(first, "rb").read() + open(second, "rb").read())
     with av.open(str(joined)) as container:
@@ -140,8 +126,8 @@ def test_iter_frames_streams_and_matches_decode_video(tmp_path):
 
 def test_trim_after_a_seek_to_the_keyframe_before(tmp_path):
     # Keyframes every 5 frames: the decoder seeks to t = 2.0 s and drops frames before 2.35 s.
-    path = _write(tmp_path / "v.mp4", helpers.indexed_frames(30, 32, 32), codec="mpeg4",
-                  gop=5)
+    path = helpers.write_video(tmp_path / "v.mp4", helpers.indexed_frames(30, 32, 32), "mpeg4",
+                               gop_size=5)
     trimmed = decode_video(path, start_time=2.35, end_time=2.75)  # frames at 2.4, 2.5, 2.6, 2.7
     np.testing.assert_array_equal(helpers.frame_indices(trimmed), [24, 25, 26, 27])
     np.testing.assert_array_equal(helpers.frame_indices(decode_video(path, start_time=0.05)),
@@ -171,8 +157,8 @@ def test_peak_memory_of_encoding_does_not_grow_with_length(tmp_path):
 
     growth = {}
     for n in (10, 40):
-        path = _write(tmp_path / f"v{n}.avi", np.repeat(_corner_frames(1, 480, 640), n, 0),
-                      codec="mpeg4")
+        path = helpers.write_video(tmp_path / f"v{n}.avi",
+                                   np.repeat(_corner_frames(1, 480, 640), n, 0), "mpeg4")
         with concurrent.futures.ProcessPoolExecutor(
                 1, mp_context=multiprocessing.get_context("fork")) as pool:
             growth[n] = pool.submit(_encode_peak_growth_kb, path).result()

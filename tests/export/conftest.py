@@ -5,12 +5,12 @@ import os
 import subprocess
 import sys
 
-import av
 import keras
 import numpy as np
 import pytest
 
 import lgd_tf
+from lgd_tf.data import video
 
 CLASS_NAMES = ["dark", "bright"]
 NUM_FRAMES = 4
@@ -51,17 +51,8 @@ def recalibrate_batch_norm(model, clips):
 
 
 def write_video(path, frames, fps=8, codec="mpeg4"):
-    """Writes uint8 RGB frames (N, H, W, 3) to a video file with PyAV."""
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream(codec, rate=fps)
-        stream.height, stream.width = frames.shape[1:3]
-        stream.pix_fmt = "yuv420p"
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
+    """Writes uint8 RGB frames (N, H, W, 3) to a video file with PyAV; returns `path`."""
+    return video.write_frames(path, frames, codec=codec, fps=fps)
 
 
 @pytest.fixture(scope="session")

@@ -12,11 +12,9 @@ ports from the OS:
 Run with `-s` to see the timeline (kill -> chief exit in seconds).
 """
 
-import json
 import queue
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -25,6 +23,7 @@ import time
 import pytest
 import tensorflow as tf
 
+from tests import cluster as cluster_lib
 from tests.reliability import test_preemption
 
 pytestmark = [pytest.mark.slow, pytest.mark.subprocess]
@@ -33,16 +32,6 @@ STAGE1_STEPS, STAGE2_STEPS = 6, 2
 STARTUP = 240  # seconds for a cluster to print its first step (a busy 2-core machine)
 EXIT = 60  # seconds for a worker to exit after the SIGTERM / the peer's SIGKILL
 ERROR = "lgd_tf.train: error:"
-
-
-def _free_ports(n):
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def _command(model_dir, pattern):
@@ -68,9 +57,7 @@ class _Worker:
     """One `lgd_tf.train` process of the cluster; stdout read by a thread, stderr to a file."""
 
     def __init__(self, command, ports, index, log, env, cwd):
-        cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
-        env = dict(env, TF_CONFIG=json.dumps(
-            {"cluster": cluster, "task": {"type": "worker", "index": index}}))
+        env = dict(env, TF_CONFIG=cluster_lib.tf_config(ports, index))
         self.log = log
         with open(log, "w") as err:
             self.proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE,
@@ -144,7 +131,7 @@ def test_sigterm_and_a_killed_worker_then_the_same_command_resumes(
     started = []
 
     def start_cluster(run):
-        ports = _free_ports(2)
+        ports = cluster_lib.free_ports(2)
         log(f"run {run}: cluster 127.0.0.1:{ports[0]} (chief), 127.0.0.1:{ports[1]}")
         cluster = [_Worker(command, ports, i, tmp_path / f"run{run}-worker{i}.err",
                            subprocess_env, repo_root) for i in (0, 1)]

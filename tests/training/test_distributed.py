@@ -5,13 +5,14 @@ TensorFlow starts, which a shared pytest process has already done.
 """
 
 import json
-import socket
 import subprocess
 import sys
 import textwrap
 
 import pytest
 import tensorflow as tf
+
+from tests import cluster
 
 pytestmark = [pytest.mark.subprocess, pytest.mark.slow]
 
@@ -99,20 +100,9 @@ def test_mirrored_two_cpus_gives_the_one_device_gradients(repo_root, subprocess_
     assert tf.train.latest_checkpoint(str(tmp_path / "run" / "stage2")).endswith("ckpt-1")
 
 
-def _free_ports(n):
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def test_multi_worker_mirrored_two_local_workers_train(repo_root, subprocess_env,
                                                        tiny_bindings, tmp_path):
-    ports = _free_ports(2)
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    ports = cluster.free_ports(2)
     model_dir = tmp_path / "run"
     command = [sys.executable, "-m", "lgd_tf.train", "--gin_file=gin/tiny.gin",
                "--strategy=multi_worker", f"--model_dir={model_dir}", "--noevaluate"] + [
@@ -121,8 +111,7 @@ def test_multi_worker_mirrored_two_local_workers_train(repo_root, subprocess_env
             "stage2/lgd_tf.training.fit_stage.train_steps = 2"]]
     workers = []
     for index in range(2):
-        env = dict(subprocess_env, TF_CONFIG=json.dumps(
-            {"cluster": cluster, "task": {"type": "worker", "index": index}}))
+        env = dict(subprocess_env, TF_CONFIG=cluster.tf_config(ports, index))
         workers.append(subprocess.Popen(command, cwd=repo_root, env=env, text=True,
                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE))
     outputs = [w.communicate(timeout=600) for w in workers]
