@@ -30,9 +30,12 @@ class TemporalMaxPooling(keras.layers.Layer):
 
     Same values as `MaxPool3D((pool_size, 1, 1), strides=(strides, 1, 1))` (pool1 and pool2
     of Table 1: 2x1x1, stride 2; pool1 4x1x1, stride 4 for the 128-frame clips of Sec. 5.4),
-    computed as `reduce_max` over the `pool_size` strided slices stacked on a new axis. The
-    gradient of a window whose maximum is reached by k entries gives each of them 1/k of the
-    incoming gradient, eagerly, in graphs and under XLA alike.
+    computed as `reduce_max` over the window's axis: with `strides == pool_size` (the
+    windows of Table 1) the clip is reshaped to `(B * T', pool_size, H * W * C)`, otherwise
+    the `pool_size` strided slices are stacked on a new axis (StridedSlice over frames and its
+    gradient are 10-17x slower on CPU than the reshape). The gradient of a window whose
+    maximum is reached by k entries gives each of them 1/k of the incoming gradient, eagerly,
+    in graphs and under XLA alike.
 
     Args:
         pool_size: frames per window.
@@ -61,12 +64,28 @@ class TemporalMaxPooling(keras.layers.Layer):
                              f"Received: {input_shape}")
 
     def call(self, inputs):
+        if self.pool_size == self.strides and self.pool_size > 1:
+            return self._tiled(inputs)
         frames = inputs.shape[1] if inputs.shape[1] is not None else tf.shape(inputs)[1]
         span = self.strides * (self._frames_out(frames) - 1) + 1
         windows = [inputs[:, k:k + span:self.strides] for k in range(self.pool_size)]
         if self.pool_size == 1:
             return windows[0]
         return tf.reduce_max(tf.stack(windows, axis=2), axis=2)
+
+    def _tiled(self, inputs):
+        """Windows that tile the clip: reduce_max over axis 1 of `(B * T', pool, H * W * C)`
+        (3-D, so LiteRT and ONNX take it as well); trailing frames (T mod pool) are dropped."""
+        static = inputs.shape.as_list()
+        dynamic = tf.shape(inputs)
+        batch, frames, height, width, channels = (
+            dynamic[i] if size is None else size for i, size in enumerate(static))
+        windows = frames // self.pool_size
+        if static[1] is None or static[1] % self.pool_size:
+            inputs = inputs[:, :windows * self.pool_size]
+        pooled = tf.reduce_max(
+            tf.reshape(inputs, tf.stack([batch * windows, self.pool_size, -1])), axis=1)
+        return tf.reshape(pooled, tf.stack([batch, windows, height, width, channels]))
 
     def compute_output_shape(self, input_shape):
         frames = input_shape[1]

@@ -551,19 +551,11 @@ def write_video(path, frames, *, fps=8.0):
     else:
         from fractions import Fraction
 
-        import av
+        from lgd_tf.data.video import write_frames
 
-        with av.open(str(tmp), mode="w", format="mp4") as container:
-            stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1000))
-            stream.height, stream.width = frames.shape[1:3]
-            stream.pix_fmt = "yuv420p"
-            if codec in ("libx264", "h264"):
-                stream.options = {"crf": "20"}
-            for frame in frames:
-                for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                    container.mux(packet)
-            for packet in stream.encode():
-                container.mux(packet)
+        write_frames(tmp, frames, codec=codec, fps=Fraction(fps).limit_denominator(1000),
+                     container_format="mp4",
+                     options={"crf": "20"} if codec in ("libx264", "h264") else None)
     tmp.replace(path)
     return path
 

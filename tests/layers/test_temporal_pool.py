@@ -23,6 +23,17 @@ def test_temporal_values_match_numpy_and_max_pool_3d(pool, stride, frames):
     np.testing.assert_array_equal(out, keras.layers.MaxPool3D((pool, 1, 1), (stride, 1, 1))(x))
 
 
+@pytest.mark.parametrize("pool,frames", [(2, 8), (4, 9), (2, 3)])
+def test_temporal_values_with_unknown_shapes(pool, frames):
+    """Every dimension unknown when traced (a SavedModel's signature): same values."""
+    layer = TemporalMaxPooling(pool)
+    fn = tf.function(layer, input_signature=[tf.TensorSpec((None,) * 4 + (5,), tf.float32)])
+    x = RNG.normal(size=(2, frames, 3, 4, 5)).astype("float32")
+    out = fn(tf.constant(x)).numpy()
+    assert out.shape == (2, frames // pool, 3, 4, 5)
+    np.testing.assert_array_equal(out, numpy_temporal_max(x, pool, pool))
+
+
 def test_frame_values_match_max_pool_3d():
     x = RNG.normal(size=(2, 3, 9, 8, 4)).astype("float32")
     for kwargs in ({"pool_size": 3, "strides": 2}, {"pool_size": (2, 3), "padding": "same"}):
