@@ -86,10 +86,22 @@ def train_configured(model_dir, strategy, *, evaluate=True, **overrides):
 
 def evaluate(model_dir, gin_files, gin_bindings=(), gin_search_paths=(), *, stage=None,
              fuse_with=None, fusion_weight=0.5):
-    """Runs the evaluate command; returns the results dict (also in model_dir)."""
+    """Runs the evaluate command; returns the results dict (also in model_dir).
+
+    The eval scalars and the confusion figure also go to TensorBoard, beside those of the
+    evaluations during training: `<stage>/eval` (`<stage>/eval_fused` with `fuse_with`), at
+    the step of the stage's last checkpoint (0 without one).
+    """
     configs.parse(gin_files, gin_bindings, gin_search_paths)
     sources = configs.call(configs.data_sources, need_train=False)
     model, stage = evaluation.load_stage_model(model_dir, stage)
+    stage_dir = run_folder.RunFolder(model_dir).stage_dir(stage)
+    latest = tf.train.latest_checkpoint(stage_dir)
+    step = int(latest.rsplit("-", 1)[1]) if latest else 0
+    summary_dir = os.path.join(stage_dir, "eval_fused" if fuse_with else "eval")
     with configs.STAGE_SCOPE(stage):
-        return configs.call(configs.evaluate_video_level, model_dir, sources, model, stage,
-                            fuse_with=fuse_with, fusion_weight=fusion_weight)
+        results = configs.call(configs.evaluate_video_level, model_dir, sources, model, stage,
+                               fuse_with=fuse_with, fusion_weight=fusion_weight,
+                               summary_dir=summary_dir, step=step)
+    print(f"TensorBoard: eval scalars at step {step} in {summary_dir}", flush=True)
+    return results

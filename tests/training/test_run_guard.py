@@ -7,11 +7,14 @@ One chain of commands on one model_dir (gin/tiny.gin on the tiny demo data):
   4. the same command with fewer steps (a schedule-only change) and evaluation every 2 steps
      resumes from that step, writes eval scalars and keeps the best checkpoint, then the final
      evaluation writes the confusion figure to TensorBoard;
+  4b. `python -m lgd_tf.evaluate --stage=stage1` adds its scalars and figure to stage1/eval at
+     the stage's last step;
   5. a rerun with another model (base_filters=8) is refused in at most 3 lines and leaves
      class_names.txt, operative_config.gin and run.json byte-identical.
 """
 
 import json
+import os
 import queue
 import signal
 import subprocess
@@ -43,10 +46,12 @@ def _iterations(checkpoint):
         "optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"))
 
 
-def _events(folder):
-    """{tag: {step: value or image bytes}} of the event files in `folder`."""
+def _events(folder, skip=()):
+    """{tag: {step: value or image bytes}} of the event files in `folder` (but `skip`)."""
     found = {}
     for path in tf.io.gfile.glob(f"{folder}/events.out.tfevents.*"):
+        if os.path.basename(path) in skip:
+            continue
         for event in tf.compat.v1.train.summary_iterator(path):
             for value in event.summary.value:
                 array = tf.make_ndarray(value.tensor)
@@ -142,6 +147,23 @@ def test_a_guarded_model_dir_through_a_chain_of_reruns(repo_root, subprocess_env
     assert png.shape[:2] == (height, width) and width > 400 and height > 400
     assert np.array_equal(png, tf.io.decode_png(
         (model_dir / "confusion_matrix.png").read_bytes()).numpy())
+
+    # 4b. The evaluate command on stage 1: its scalars at the stage's last step, a new file.
+    before = set(os.listdir(model_dir / "stage1" / "eval"))
+    evaluated = subprocess.run(
+        [sys.executable, "-m", "lgd_tf.evaluate", "--gin_file=gin/tiny.gin",
+         f"--model_dir={model_dir}", "--stage=stage1"]
+        + [f"--gin_bindings={b}" for b in tiny_bindings],
+        cwd=repo_root, env=subprocess_env, capture_output=True, text=True, timeout=300)
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    assert f"eval scalars at step {final_steps} in " in evaluated.stdout
+    stage1_results = json.loads((model_dir / "eval_results.json").read_text())
+    assert stage1_results["stage"] == "stage1" and stage1_results["step"] == final_steps
+    added = _events(model_dir / "stage1" / "eval", skip=before)
+    assert set(added) == {"eval/top1", "eval/top5", "eval/mean_class_accuracy",
+                          "eval/confusion_matrix"}
+    assert added["eval/top1"] == {final_steps: pytest.approx(stage1_results["top1"])}
+    assert added["eval/top5"] == {final_steps: pytest.approx(stage1_results["top5"])}
 
     # 5. Another model on the finished run: refused in at most 3 lines, nothing rewritten.
     kept = {name: (model_dir / name).read_bytes()
