@@ -165,7 +165,7 @@ def main():
     if args.batch_size is None:
         args.batch_size = 2
     if args.rounds is None:
-        args.rounds = 2 if args.quick else 1
+        args.rounds = 2 if args.quick else 3
     if args.clips_table:
         clips_table(args)
     else:
