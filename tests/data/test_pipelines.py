@@ -149,6 +149,10 @@ def test_eval_decodes_in_a_parallel_map_and_prefetches_whole_batches(tmp_path):
         assert maps and "make_views" in " ".join(n.attr["f"].func.name for n in maps)
     views = next(iter(eval_dataset(path, 4, num_frames=4, num_clips=2, short_side=24)))[0]
     assert views.shape[:2] == (2, 2)  # both videos' views in one batch
+    # Without tf.data's autotuner: deleting the iterator at the end of an evaluation waited
+    # 2-17 s for its thread in some evaluations. Training keeps it (one iterator per stage).
+    assert eval_dataset(path, 4, num_frames=4, short_side=24).options().autotune.enabled is False
+    assert train_dataset(path, 2, num_frames=4, crop_size=16).options().autotune.enabled
 
 
 def test_reads_model_garden_form_records(tmp_path):
