@@ -84,7 +84,8 @@ class TemporalMaxPooling(keras.layers.Layer):
         if static[1] is None or static[1] % self.pool_size:
             inputs = inputs[:, :windows * self.pool_size]
         pooled = tf.reduce_max(
-            tf.reshape(inputs, tf.stack([batch * windows, self.pool_size, -1])), axis=1)
+            tf.reshape(inputs, tf.stack([batch * windows, self.pool_size,
+                                         height * width * channels])), axis=1)
         return tf.reshape(pooled, tf.stack([batch, windows, height, width, channels]))
 
     def compute_output_shape(self, input_shape):

@@ -32,6 +32,7 @@ def test_temporal_values_with_unknown_shapes(pool, frames):
     out = fn(tf.constant(x)).numpy()
     assert out.shape == (2, frames // pool, 3, 4, 5)
     np.testing.assert_array_equal(out, numpy_temporal_max(x, pool, pool))
+    assert fn(tf.zeros((0, frames, 3, 4, 5))).shape == (0, frames // pool, 3, 4, 5)
 
 
 def test_frame_values_match_max_pool_3d():
