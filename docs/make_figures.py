@@ -111,10 +111,11 @@ def gradcam_example(output=GRADCAM_PNG, model=None, steps=400, seed=0, layer="re
             if (map_name, name) == (layer, method):
                 shown = results, hits
         print(f"  {explain.METHOD_NAMES[name]:<10}  " + ", ".join(cells), flush=True)
-    if shown is None:
-        _, *shown = localisation(keras_model, class_names, videos, layer=layer, method=method)
-        shown = shown[:2]
-    results, hits = shown
+    if shown is None:  # a map outside the table (res5)
+        _, results, hits, _ = localisation(keras_model, class_names, videos, layer=layer,
+                                           method=method)
+    else:
+        results, hits = shown
     right = sum(int(np.argmax(result.probabilities)) == video[1]
                 for result, video in zip(results, videos, strict=True))
     print(f"  videos classified right: {right}/{len(videos)}")

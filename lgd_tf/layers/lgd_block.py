@@ -168,15 +168,16 @@ class LGDBlock(keras.layers.Layer):
         f = self.local_unit(x, training=training)
         residual = self.global_to_local(g)
         hooks = getattr(_PLAIN, "hooks", None)
-        if self.variant == "v2":
-            x_out = ops.relu(f * ops.sigmoid(residual)[:, None, None, None, :])
-        elif hooks is not None:
-            x_out = ops.relu(f + residual[:, None, None, None, :])
-        else:
+        if self.variant != "v2" and hooks is None:
             x_out, pooled = diffuse(f, residual)
-        if hooks is not None and self.name in hooks:
-            x_out = hooks[self.name](x_out)
-        if self.variant == "v2" or hooks is not None:
+        else:
+            residual = residual[:, None, None, None, :]
+            if self.variant == "v2":
+                x_out = ops.relu(f * ops.sigmoid(residual))
+            else:
+                x_out = ops.relu(f + residual)
+            if hooks and self.name in hooks:
+                x_out = hooks[self.name](x_out)
             pooled = spatial_mean(x_out)
         if self.variant == "v1":
             g_out = pooled

@@ -581,14 +581,14 @@ def grid_figure(explanation, *, num_frames=6, alpha=0.45, colormap=DEFAULT_COLOR
             axes[row, column].set_xticks([])
             axes[row, column].set_yticks([])
     axes[0, 0].set_ylabel("frame", fontsize=8)
-    axes[1, 0].set_ylabel(_method_text(explanation.method), fontsize=8)
+    axes[1, 0].set_ylabel(METHOD_NAMES[explanation.method], fontsize=8)
     del image
     import matplotlib
 
     mappable = matplotlib.cm.ScalarMappable(cmap=matplotlib.colormaps[colormap])
     mappable.set_clim(0.0, 1.0)
     figure.colorbar(mappable, ax=axes[1, :].tolist(), shrink=0.9, pad=0.01, label="")
-    figure.suptitle(title or f"{_method_text(explanation.method)} on "
+    figure.suptitle(title or f"{METHOD_NAMES[explanation.method]} on "
                     f"{layer_text(explanation.layer)}: "
                     f"{explanation.class_name} (p={explanation.score:.2f})", fontsize=9)
     return figure
@@ -596,10 +596,6 @@ def grid_figure(explanation, *, num_frames=6, alpha=0.45, colormap=DEFAULT_COLOR
 
 def layer_text(layer):
     return "x_L" if layer == "local" else layer
-
-
-def _method_text(method):
-    return METHOD_NAMES[method]
 
 
 def write_grid(path, explanation, **kwargs):
