@@ -98,6 +98,8 @@ def evaluate(model, pattern, num_classes, batch_size, sampling):
 
 
 def throughput(args):
+    """Prints forward clips/s, evaluate views/s and their ratio; returns the best rates as
+    {"forward" | "evaluate": (per wall second, per CPU-second)}."""
     sampling = {"model": "3d", "num_frames": args.frames, "num_clips": args.clips,
                 "short_side": args.short_side}
     view_shape = (args.frames, args.short_side, round(args.short_side * 171 / 128), 3)
@@ -134,6 +136,7 @@ def throughput(args):
                   f"CPU-second  (best of {args.rounds})")
         print(f"ratio evaluate / forward: {best['evaluate'][0] / best['forward'][0]:.3f} "
               f"(wall), {best['evaluate'][1] / best['forward'][1]:.3f} (per CPU-second)")
+        return best
 
 
 def main():

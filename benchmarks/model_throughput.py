@@ -279,12 +279,14 @@ def run_model_garden(python, batch, rounds, jit_modes):
 
 
 def report_model_garden(result, ours, batch):
-    """Model Garden's rows and ours / theirs of the fractions of the matmul peak;
-    `ours` maps jit to (forward fraction, train fraction) of LGD-3D R50."""
+    """Prints Model Garden's rows and ours / theirs of the fractions of the matmul peak;
+    `ours` maps jit to {"wall" | "CPU": (forward fraction, train fraction)} of LGD-3D R50.
+    Returns ours / theirs as {jit: {"wall" | "CPU": (forward, train)}} ({} if it failed)."""
     title = f"TF Model Garden ResNet3D-50 {'x'.join(map(str, CONFIGS[LGD3D][2][:3]))}"
+    ratios = {}
     if isinstance(result, str):
         print(f"\n{title}: failed ({result})")
-        return
+        return ratios
     f = result["flops"]
     for jit, best in result["runs"].items():
         print(f"\n{title} (tf-models-official on TensorFlow {result['tf']}, tf_keras "
@@ -313,10 +315,13 @@ def report_model_garden(result, ours, batch):
         for clock_name in ("wall", "CPU") if key in ours else ():
             (ours_fwd, ours_train), (their_fwd, their_train) = (ours[key][clock_name],
                                                                 theirs[clock_name])
+            ratios.setdefault(key, {})[clock_name] = (ours_fwd / their_fwd,
+                                                      ours_train / their_train)
             print(f"  ours (LGD-3D R50) / theirs (ResNet3D-50), fraction of the matmul's "
                   f"{'GFLOP/s' if clock_name == 'wall' else 'GFLOP per CPU-second'}: train "
                   f"step {ours_train:.2f} / {their_train:.2f} = {ours_train / their_train:.2f}, "
                   f"forward {ours_fwd:.2f} / {their_fwd:.2f} = {ours_fwd / their_fwd:.2f}")
+    return ratios
 
 
 def main():

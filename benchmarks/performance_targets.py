@@ -1,0 +1,133 @@
+"""The four CPU performance targets of the README, measured together in one run.
+
+One process times, one after the other (TF Model Garden in a subprocess of the same run):
+
+1. LGD-3D R50 (16x112x112) and LGD-2D R50 (3x224x224): `model_throughput.measure` with the
+   baseline (use_lgd=False) and LGD under mixed_bfloat16 in the same rounds (batch 2, fp32
+   without XLA), which gives LGD / baseline train-step time and bf16 / fp32 clips/s as medians
+   of alternating pairs;
+2. TF Model Garden's ResNet3D-50 at the LGD-3D input (with `--model_garden_python`), ours /
+   theirs on the fraction of the matmul rate;
+3. `evaluate_throughput`: `evaluate_video_level` at Sec. 5.2's settings (15 clips of 16
+   frames, shorter side 120) against the forward at the same view shape;
+
+then prints every target with its figure and whether this run met it. Wall-clock figures
+are the targets; CPU-time figures are printed beside them (they do not count the time other
+processes hold the cores).
+
+    python benchmarks/performance_targets.py --model_garden_python=VENV/bin/python
+
+About 25 minutes on 2 idle cores with the default 15 rounds.
+"""
+
+import argparse
+import os
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import evaluate_throughput  # noqa: E402  (same folder)
+import keras  # noqa: E402
+import model_throughput as mt  # noqa: E402  (same folder)
+import tensorflow as tf  # noqa: E402
+
+LGD_COST = 1.03  # LGD / baseline train-step time, at most
+BF16_GAIN = 1.6  # mixed_bfloat16 / float32 clips/s, at least
+EVALUATE_SHARE = 0.9  # evaluate views/s / forward clips/s, at least
+MODEL_GARDEN = 1.0  # ours / Model Garden's fraction of the matmul rate, at least
+
+
+def time_models(rounds, batch, matmul, base_filters):
+    """Per model title: {"lgd_cost" | "bf16_train" | "bf16_forward": (wall, CPU) medians} and
+    LGD-3D's fractions of the matmul rate (for Model Garden)."""
+    figures, ours = {}, None
+    for title, (builder, kwargs, clip_shape) in mt.CONFIGS.items():
+        kwargs = dict(kwargs, base_filters=base_filters)
+        models, best, samples = mt.measure(builder, kwargs, clip_shape, batch, rounds,
+                                           jit=False, matmul=matmul, bf16=True)
+        fractions = mt.report(title, clip_shape, batch, models, best, False, samples)
+        if title == mt.LGD3D:
+            ours = {False: fractions[True]}
+        figures[title] = {
+            "lgd_cost": tuple(mt.median_ratio(samples, (True, "train"), (False, "train"), c)
+                              for c in (0, 1)),
+            "bf16_train": tuple(mt.median_ratio(samples, (True, "train"),
+                                                (mt.BF16, True, "train"), c) for c in (0, 1)),
+            "bf16_forward": tuple(mt.median_ratio(samples, (True, "forward"),
+                                                  (mt.BF16, True, "forward"), c)
+                                  for c in (0, 1)),
+        }
+        del models
+        keras.backend.clear_session()
+    return figures, ours
+
+
+def time_evaluation(rounds, base_filters):
+    """evaluate views/s / forward clips/s at Sec. 5.2's settings: (wall, per CPU-second)."""
+    args = argparse.Namespace(frames=16, clips=15, short_side=120, videos=4, batch_size=2,
+                              num_classes=400, base_filters=base_filters, rounds=rounds)
+    best = evaluate_throughput.throughput(args)
+    return tuple(best["evaluate"][c] / best["forward"][c] for c in (0, 1))
+
+
+def verdict_rows(models, evaluation, garden):
+    """(target, wall figure, CPU figure, met) of every target this run measured."""
+    rows = []
+    for title, fig in models.items():
+        name = title.split(" ")[0]
+        rows.append((f"{name} LGD / baseline train time <= {LGD_COST}", *fig["lgd_cost"],
+                     fig["lgd_cost"][0] <= LGD_COST))
+        for kind in ("train", "forward"):
+            value = fig[f"bf16_{kind}"]
+            rows.append((f"{name} bf16 / fp32 {kind} clips/s >= {BF16_GAIN}", *value,
+                         value[0] >= BF16_GAIN))
+    rows.append((f"evaluate / forward (R50, 15 x 16x120x160) >= {EVALUATE_SHARE}",
+                 *evaluation, evaluation[0] >= EVALUATE_SHARE))
+    if garden:
+        for index, kind in ((1, "train"), (0, "forward")):
+            wall, cpu = garden["wall"][index], garden["CPU"][index]
+            rows.append((f"ours / Model Garden, {kind} fraction of matmul >= {MODEL_GARDEN}",
+                         wall, cpu, wall >= MODEL_GARDEN))
+    return rows
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=15,
+                        help="alternating pairs per model (default 15)")
+    parser.add_argument("--eval_rounds", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--base_filters", type=int, default=64,
+                        help="width of every R50 (64: the real one; a few: a quick check of "
+                        "this script, its figures mean nothing)")
+    parser.add_argument("--model_garden_python", default=os.environ.get("MODEL_GARDEN_PYTHON"),
+                        help="python of the venv of benchmarks/setup_model_garden.sh "
+                        "(default: $MODEL_GARDEN_PYTHON); without it that target is not run")
+    args = parser.parse_args()
+    started = time.perf_counter()
+    print(f"TensorFlow {tf.__version__}, keras {keras.__version__}, {os.cpu_count()} CPU "
+          f"cores, batch {args.batch}, {args.rounds} rounds; stage-2 head, 400 classes; load "
+          f"average {os.getloadavg()[0]:.1f}", flush=True)
+    models, ours = time_models(args.rounds, args.batch, mt.matmul_fn(),
+                                 args.base_filters)
+    garden = {}
+    if args.model_garden_python:
+        garden = mt.report_model_garden(
+            mt.run_model_garden(args.model_garden_python, args.batch, args.rounds, (False,)),
+            ours, args.batch).get(False, {})
+    print(flush=True)
+    evaluation = time_evaluation(args.eval_rounds, args.base_filters)
+    rows = verdict_rows(models, evaluation, garden)
+    width = max(len(r[0]) for r in rows)
+    print(f"\nTargets, this run ({(time.perf_counter() - started) / 60:.1f} min; load average "
+          f"{os.getloadavg()[0]:.1f}):")
+    print(f"  {'target':<{width}}  {'wall':>6}  {'CPU':>6}  met")
+    for target, wall, cpu, met in rows:
+        print(f"  {target:<{width}}  {wall:6.3f}  {cpu:6.3f}  {'yes' if met else 'NO'}")
+    if not args.model_garden_python:
+        print("  ours / Model Garden: not run (no --model_garden_python)")
+    print(f"{sum(r[3] for r in rows)} of {len(rows)} targets met in this run")
+
+
+if __name__ == "__main__":
+    main()
