@@ -44,6 +44,7 @@ import tensorflow as tf  # noqa: E402
 from tensorflow.python.profiler import model_analyzer, option_builder  # noqa: E402
 
 import lgd_tf  # noqa: E402
+from lgd_tf.training import precision  # noqa: E402
 
 LGD3D = "LGD-3D R50 16x112x112"
 CONFIGS = {
@@ -342,6 +343,8 @@ def main():
     jit_modes = (False,) if args.quick else (False, True)
     print(f"TensorFlow {tf.__version__}, keras {keras.__version__}, {os.cpu_count()} CPU "
           f"cores, batch {args.batch}, {rounds} rounds; stage-2 head, 400 classes")
+    if args.bf16 and precision.policy_warning(BF16):
+        print(precision.policy_warning(BF16))
     matmul = matmul_fn()
     seconds, ours = {}, {}
     for title, (builder, kwargs, clip_shape) in CONFIGS.items():

@@ -5,7 +5,8 @@ One process times, one after the other (TF Model Garden in a subprocess of the s
 1. LGD-3D R50 (16x112x112) and LGD-2D R50 (3x224x224): `model_throughput.measure` with the
    baseline (use_lgd=False) and LGD under mixed_bfloat16 in the same rounds (batch 2, fp32
    without XLA), which gives LGD / baseline train-step time and bf16 / fp32 clips/s as medians
-   of alternating pairs;
+   of alternating pairs (mixed_bfloat16 only where /proc/cpuinfo lists bfloat16 instructions,
+   unless `--bf16=on`: without them TensorFlow emulates bfloat16, 8x slower than float32);
 2. TF Model Garden's ResNet3D-50 at the LGD-3D input (with `--model_garden_python`), ours /
    theirs on the fraction of the matmul rate;
 3. `evaluate_throughput`: `evaluate_video_level` at Sec. 5.2's settings (15 clips of 16
@@ -31,32 +32,31 @@ import keras  # noqa: E402
 import model_throughput as mt  # noqa: E402  (same folder)
 import tensorflow as tf  # noqa: E402
 
+from lgd_tf.training import precision  # noqa: E402
+
 LGD_COST = 1.03  # LGD / baseline train-step time, at most
 BF16_GAIN = 1.6  # mixed_bfloat16 / float32 clips/s, at least
 EVALUATE_SHARE = 0.9  # evaluate views/s / forward clips/s, at least
 MODEL_GARDEN = 1.0  # ours / Model Garden's fraction of the matmul rate, at least
 
 
-def time_models(rounds, batch, matmul, base_filters):
-    """Per model title: {"lgd_cost" | "bf16_train" | "bf16_forward": (wall, CPU) medians} and
-    LGD-3D's fractions of the matmul rate (for Model Garden)."""
+def time_models(rounds, batch, matmul, base_filters, bf16):
+    """Per model title: {"lgd_cost" [| "bf16_train" | "bf16_forward"]: (wall, CPU) medians}
+    and LGD-3D's fractions of the matmul rate (for Model Garden)."""
     figures, ours = {}, None
     for title, (builder, kwargs, clip_shape) in mt.CONFIGS.items():
         kwargs = dict(kwargs, base_filters=base_filters)
         models, best, samples = mt.measure(builder, kwargs, clip_shape, batch, rounds,
-                                           jit=False, matmul=matmul, bf16=True)
+                                           jit=False, matmul=matmul, bf16=bf16)
         fractions = mt.report(title, clip_shape, batch, models, best, False, samples)
         if title == mt.LGD3D:
             ours = {False: fractions[True]}
-        figures[title] = {
-            "lgd_cost": tuple(mt.median_ratio(samples, (True, "train"), (False, "train"), c)
-                              for c in (0, 1)),
-            "bf16_train": tuple(mt.median_ratio(samples, (True, "train"),
-                                                (mt.BF16, True, "train"), c) for c in (0, 1)),
-            "bf16_forward": tuple(mt.median_ratio(samples, (True, "forward"),
-                                                  (mt.BF16, True, "forward"), c)
-                                  for c in (0, 1)),
-        }
+        figures[title] = {"lgd_cost": tuple(
+            mt.median_ratio(samples, (True, "train"), (False, "train"), c) for c in (0, 1))}
+        for kind in ("train", "forward") if bf16 else ():
+            figures[title][f"bf16_{kind}"] = tuple(
+                mt.median_ratio(samples, (True, kind), (mt.BF16, True, kind), c)
+                for c in (0, 1))
         del models
         keras.backend.clear_session()
     return figures, ours
@@ -77,7 +77,7 @@ def verdict_rows(models, evaluation, garden):
         name = title.split(" ")[0]
         rows.append((f"{name} LGD / baseline train time <= {LGD_COST}", *fig["lgd_cost"],
                      fig["lgd_cost"][0] <= LGD_COST))
-        for kind in ("train", "forward"):
+        for kind in ("train", "forward") if "bf16_train" in fig else ():
             value = fig[f"bf16_{kind}"]
             rows.append((f"{name} bf16 / fp32 {kind} clips/s >= {BF16_GAIN}", *value,
                          value[0] >= BF16_GAIN))
@@ -103,13 +103,25 @@ def main():
     parser.add_argument("--model_garden_python", default=os.environ.get("MODEL_GARDEN_PYTHON"),
                         help="python of the venv of benchmarks/setup_model_garden.sh "
                         "(default: $MODEL_GARDEN_PYTHON); without it that target is not run")
+    parser.add_argument("--bf16", choices=("auto", "on", "off"), default="auto",
+                        help="time mixed_bfloat16 (auto: only where the CPU has bfloat16 "
+                        "instructions; elsewhere it is emulated, about 8x slower than float32, "
+                        "and its target cannot be met)")
     args = parser.parse_args()
+    flags = precision.cpu_flags()
+    bf16 = {"on": True, "off": False}.get(args.bf16,
+                                          precision.cpu_computes_bfloat16(flags) is not False)
     started = time.perf_counter()
     print(f"TensorFlow {tf.__version__}, keras {keras.__version__}, {os.cpu_count()} CPU "
           f"cores, batch {args.batch}, {args.rounds} rounds; stage-2 head, 400 classes; load "
           f"average {os.getloadavg()[0]:.1f}", flush=True)
-    models, ours = time_models(args.rounds, args.batch, mt.matmul_fn(),
-                                 args.base_filters)
+    has_bf16 = {True: "yes", False: "none", None: "unknown"}[
+        precision.cpu_computes_bfloat16(flags)]
+    print(f"CPU: {precision.cpu_model_name()}; bfloat16 instructions "
+          f"({' / '.join(precision.BF16_CPU_FLAGS)}): {has_bf16}; mixed_bfloat16 "
+          f"{'timed' if bf16 else 'not timed'}", flush=True)
+    models, ours = time_models(args.rounds, args.batch, mt.matmul_fn(), args.base_filters,
+                               bf16)
     garden = {}
     if args.model_garden_python:
         garden = mt.report_model_garden(
@@ -126,6 +138,9 @@ def main():
         print(f"  {target:<{width}}  {wall:6.3f}  {cpu:6.3f}  {'yes' if met else 'NO'}")
     if not args.model_garden_python:
         print("  ours / Model Garden: not run (no --model_garden_python)")
+    if not bf16:
+        why = "this CPU has no bfloat16 instructions" if args.bf16 == "auto" else "--bf16=off"
+        print(f"  bf16 / fp32 >= {BF16_GAIN}: not run ({why})")
     print(f"{sum(r[3] for r in rows)} of {len(rows)} targets met in this run")
 
 

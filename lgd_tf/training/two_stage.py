@@ -16,11 +16,12 @@ import os
 
 import keras
 import tensorflow as tf
+from absl import logging
 
 from lgd_tf import data
 from lgd_tf.data import pipelines
 from lgd_tf.models import load_lgd_weights
-from lgd_tf.training import evaluation, loop, run_folder
+from lgd_tf.training import evaluation, loop, precision, run_folder
 from lgd_tf.training import strategy as strategy_lib
 from lgd_tf.training.errors import TrainingError, one_line
 
@@ -184,6 +185,9 @@ def fit_two_stage(model_dir, strategy, sources, *, model_fn=None, stages=STAGES,
     keras.utils.set_random_seed(seed)
     if mixed_precision:
         keras.mixed_precision.set_global_policy(mixed_precision)
+        warning = precision.policy_warning(mixed_precision)
+        if warning and chief:
+            logging.warning("%s", warning)
     try:
         # Every model first: the run folder is checked before anything is written.
         models = {stage: _build(stage, model_fn, strategy, stage_scope, sources.num_classes)

@@ -17,7 +17,7 @@ import tensorflow as tf
 
 import lgd_tf
 from lgd_tf.models import class_probabilities
-from lgd_tf.training import loop
+from lgd_tf.training import loop, precision
 
 TINY = {"num_classes": 12, "num_frames": 8, "base_filters": 4, "stage_blocks": (1, 1, 1, 1),
         "sketch_dim": 64}
@@ -64,6 +64,9 @@ def test_mixed_bfloat16_trains_both_stages_evaluates_and_exports(
     assert "stage1 4 steps" in log and "stage2 3 steps" in log, log[-3000:]
     assert (model_dir / "eval_results.json").exists()
     assert "mixed_bfloat16" in (model_dir / "operative_config.gin").read_text()
+    # The slow-policy line appears exactly where this machine lacks bfloat16 hardware.
+    warning = precision.policy_warning("mixed_bfloat16")
+    assert (warning is not None) == ("TensorFlow emulates bfloat16" in log), log[-3000:]
     export = [sys.executable, "-m", "lgd_tf.export", f"--model_dir={model_dir}",
               f"--export_dir={export_dir}"]
     result = subprocess.run(export, cwd=repo_root, env=subprocess_env, capture_output=True,
