@@ -30,6 +30,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import evaluate_throughput  # noqa: E402  (same folder)
 import keras  # noqa: E402
 import model_throughput as mt  # noqa: E402  (same folder)
+import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from lgd_tf.training import precision  # noqa: E402
@@ -40,9 +41,26 @@ EVALUATE_SHARE = 0.9  # evaluate views/s / forward clips/s, at least
 MODEL_GARDEN = 1.0  # ours / Model Garden's fraction of the matmul rate, at least
 
 
+def median_interval(ratios, level=0.9, resamples=4000, seed=0):
+    """Bootstrap `level` interval of the median of `ratios` (one per alternating pair)."""
+    ratios = np.asarray(ratios, float)
+    rng = np.random.default_rng(seed)
+    medians = np.median(rng.choice(ratios, (resamples, ratios.size)), axis=1)
+    tail = (1 - level) / 2
+    return tuple(float(q) for q in np.quantile(medians, (tail, 1 - tail)))
+
+
+def pair_figure(samples, a, b):
+    """(wall median, CPU median, 90% interval of the wall median) of samples[a] / samples[b]
+    over the rounds."""
+    wall = [x[0] / y[0] for x, y in zip(samples[a], samples[b], strict=True)]
+    return (mt.median_ratio(samples, a, b, 0), mt.median_ratio(samples, a, b, 1),
+            median_interval(wall))
+
+
 def time_models(rounds, batch, matmul, base_filters, bf16):
-    """Per model title: {"lgd_cost" [| "bf16_train" | "bf16_forward"]: (wall, CPU) medians}
-    and LGD-3D's fractions of the matmul rate (for Model Garden)."""
+    """Per model title: {"lgd_cost" [| "bf16_train" | "bf16_forward"]: `pair_figure`s} and
+    LGD-3D's fractions of the matmul rate (for Model Garden)."""
     figures, ours = {}, None
     for title, (builder, kwargs, clip_shape) in mt.CONFIGS.items():
         kwargs = dict(kwargs, base_filters=base_filters)
@@ -51,12 +69,10 @@ def time_models(rounds, batch, matmul, base_filters, bf16):
         fractions = mt.report(title, clip_shape, batch, models, best, False, samples)
         if title == mt.LGD3D:
             ours = {False: fractions[True]}
-        figures[title] = {"lgd_cost": tuple(
-            mt.median_ratio(samples, (True, "train"), (False, "train"), c) for c in (0, 1))}
+        figures[title] = {"lgd_cost": pair_figure(samples, (True, "train"), (False, "train"))}
         for kind in ("train", "forward") if bf16 else ():
-            figures[title][f"bf16_{kind}"] = tuple(
-                mt.median_ratio(samples, (True, kind), (mt.BF16, True, kind), c)
-                for c in (0, 1))
+            figures[title][f"bf16_{kind}"] = pair_figure(samples, (True, kind),
+                                                         (mt.BF16, True, kind))
         del models
         keras.backend.clear_session()
     return figures, ours
@@ -70,24 +86,35 @@ def time_evaluation(rounds, base_filters):
     return tuple(best["evaluate"][c] / best["forward"][c] for c in (0, 1))
 
 
+def verdict(value, interval, meets):
+    """"yes" / "NO", and "within noise" where the 90% interval holds both verdicts."""
+    met = "yes" if meets(value) else "NO"
+    if interval is not None and meets(interval[0]) != meets(interval[1]):
+        return f"{met}, within noise"
+    return met
+
+
 def verdict_rows(models, evaluation, garden):
-    """(target, wall figure, CPU figure, met) of every target this run measured."""
+    """(target, wall figure, CPU figure, 90% interval or None, met) of every target this run
+    measured."""
     rows = []
     for title, fig in models.items():
         name = title.split(" ")[0]
-        rows.append((f"{name} LGD / baseline train time <= {LGD_COST}", *fig["lgd_cost"],
-                     fig["lgd_cost"][0] <= LGD_COST))
+        wall, cpu, interval = fig["lgd_cost"]
+        rows.append((f"{name} LGD / baseline train time <= {LGD_COST}", wall, cpu, interval,
+                     verdict(wall, interval, lambda v: v <= LGD_COST)))
         for kind in ("train", "forward") if "bf16_train" in fig else ():
-            value = fig[f"bf16_{kind}"]
-            rows.append((f"{name} bf16 / fp32 {kind} clips/s >= {BF16_GAIN}", *value,
-                         value[0] >= BF16_GAIN))
+            wall, cpu, interval = fig[f"bf16_{kind}"]
+            rows.append((f"{name} bf16 / fp32 {kind} clips/s >= {BF16_GAIN}", wall, cpu,
+                         interval, verdict(wall, interval, lambda v: v >= BF16_GAIN)))
     rows.append((f"evaluate / forward (R50, 15 x 16x120x160) >= {EVALUATE_SHARE}",
-                 *evaluation, evaluation[0] >= EVALUATE_SHARE))
+                 *evaluation, None, verdict(evaluation[0], None,
+                                            lambda v: v >= EVALUATE_SHARE)))
     if garden:
         for index, kind in ((1, "train"), (0, "forward")):
             wall, cpu = garden["wall"][index], garden["CPU"][index]
             rows.append((f"ours / Model Garden, {kind} fraction of matmul >= {MODEL_GARDEN}",
-                         wall, cpu, wall >= MODEL_GARDEN))
+                         wall, cpu, None, verdict(wall, None, lambda v: v >= MODEL_GARDEN)))
     return rows
 
 
@@ -133,15 +160,18 @@ def main():
     width = max(len(r[0]) for r in rows)
     print(f"\nTargets, this run ({(time.perf_counter() - started) / 60:.1f} min; load average "
           f"{os.getloadavg()[0]:.1f}):")
-    print(f"  {'target':<{width}}  {'wall':>6}  {'CPU':>6}  met")
-    for target, wall, cpu, met in rows:
-        print(f"  {target:<{width}}  {wall:6.3f}  {cpu:6.3f}  {'yes' if met else 'NO'}")
+    print(f"  {'target':<{width}}  {'wall':>6}  {'CPU':>6}  {'wall 90% interval':>17}  met")
+    for target, wall, cpu, interval, met in rows:
+        span = f"{interval[0]:.3f} - {interval[1]:.3f}" if interval else "-"
+        print(f"  {target:<{width}}  {wall:6.3f}  {cpu:6.3f}  {span:>17}  {met}")
     if not args.model_garden_python:
         print("  ours / Model Garden: not run (no --model_garden_python)")
     if not bf16:
         why = "this CPU has no bfloat16 instructions" if args.bf16 == "auto" else "--bf16=off"
         print(f"  bf16 / fp32 >= {BF16_GAIN}: not run ({why})")
-    print(f"{sum(r[3] for r in rows)} of {len(rows)} targets met in this run")
+    met = sum(r[4].startswith("yes") for r in rows)
+    print(f"{met} of {len(rows)} targets met in this run; {sum('noise' in r[4] for r in rows)} "
+          "verdicts within noise (the 90% bootstrap interval of the pairs' median holds both)")
 
 
 if __name__ == "__main__":
