@@ -6,7 +6,7 @@ One process times, one after the other (TF Model Garden in a subprocess of the s
    baseline (use_lgd=False) and LGD under mixed_bfloat16 in the same rounds (batch 2, fp32
    without XLA), which gives LGD / baseline train-step time and bf16 / fp32 clips/s as medians
    of alternating pairs (mixed_bfloat16 only where /proc/cpuinfo lists bfloat16 instructions,
-   unless `--bf16=on`: without them TensorFlow emulates bfloat16, 8x slower than float32);
+   unless `--bf16=on`: without them TensorFlow emulates bfloat16, 9x slower than float32);
 2. TF Model Garden's ResNet3D-50 at the LGD-3D input (with `--model_garden_python`), ours /
    theirs on the fraction of the matmul rate;
 3. `evaluate_throughput`: `evaluate_video_level` at Sec. 5.2's settings (15 clips of 16
@@ -14,11 +14,14 @@ One process times, one after the other (TF Model Garden in a subprocess of the s
 
 then prints every target with its figure and whether this run met it. Wall-clock figures
 are the targets; CPU-time figures are printed beside them (they do not count the time other
-processes hold the cores).
+processes hold the cores). A median of alternating pairs also gets the 90% bootstrap interval
+of that median over the pairs; where the interval reaches both sides of the target, the
+verdict says "within noise".
 
     python benchmarks/performance_targets.py --model_garden_python=VENV/bin/python
 
-About 25 minutes on 2 idle cores with the default 15 rounds.
+About 14-17 minutes with the default 15 rounds on 2 idle cores of an AMD EPYC (Zen 3, where
+mixed_bfloat16 is not timed); 25 rounds narrow the intervals of the pair medians.
 """
 
 import argparse
@@ -132,7 +135,7 @@ def main():
                         "(default: $MODEL_GARDEN_PYTHON); without it that target is not run")
     parser.add_argument("--bf16", choices=("auto", "on", "off"), default="auto",
                         help="time mixed_bfloat16 (auto: only where the CPU has bfloat16 "
-                        "instructions; elsewhere it is emulated, about 8x slower than float32, "
+                        "instructions; elsewhere it is emulated, about 9x slower than float32, "
                         "and its target cannot be met)")
     args = parser.parse_args()
     flags = precision.cpu_flags()

@@ -2,10 +2,10 @@
 
 TensorFlow's CPU kernels (oneDNN) run bfloat16 convolutions and matrix products on the
 AVX512_BF16 or AMX-BF16 instructions of x86 CPUs and on the BF16 extension of Arm CPUs. A CPU
-without them emulates bfloat16 and is slower than float32, not faster: the LGD-3D R50 train
-step (16x112x112, batch 2) took 44.4 s under mixed_bfloat16 against 5.6 s in float32 on an
-AMD EPYC (Zen 3, AVX2 only), where a CPU with AVX512_BF16 runs it 1.5-1.6x faster than
-float32 (`benchmarks/model_throughput.py --bf16`). Training under such a policy on such a
+without them emulates bfloat16 and is slower than float32, not faster: on a 2-core AMD EPYC
+(Zen 3, AVX2 only) the LGD-3D R50 train step (16x112x112, batch 2) ran at 0.107x its float32
+clips/s under mixed_bfloat16 and the forward at 0.45x, where a CPU with AVX512_BF16 runs the
+train step 1.5-1.6x faster than float32 (`benchmarks/model_throughput.py --bf16`). Training under such a policy on such a
 machine is a mistake worth one line before the first step.
 """
 
@@ -64,7 +64,7 @@ def slow_policy_warning(policy_name, has_accelerator, flags, cpu_name="this CPU"
         return None
     return (f"mixed_bfloat16 on {cpu_name}, which has no bfloat16 instructions "
             f"({' / '.join(BF16_CPU_FLAGS)}) and no GPU: TensorFlow emulates bfloat16 and "
-            "a train step runs several times slower than in float32 (LGD-3D R50: 8x). Train "
+            "a train step runs several times slower than in float32 (LGD-3D R50: 9x). Train "
             "in float32 here (fit_two_stage's mixed_precision = None) or on a GPU or a CPU "
             "with AVX512_BF16 / AMX.")
 
