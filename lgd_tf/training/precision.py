@@ -5,8 +5,8 @@ AVX512_BF16 or AMX-BF16 instructions of x86 CPUs and on the BF16 extension of Ar
 without them emulates bfloat16 and is slower than float32, not faster: on a 2-core AMD EPYC
 (Zen 3, AVX2 only) the LGD-3D R50 train step (16x112x112, batch 2) ran at 0.107x its float32
 clips/s under mixed_bfloat16 and the forward at 0.45x, where a CPU with AVX512_BF16 runs the
-train step 1.5-1.6x faster than float32 (`benchmarks/model_throughput.py --bf16`). Training under such a policy on such a
-machine is a mistake worth one line before the first step.
+train step 1.5-1.6x faster than float32 (`benchmarks/model_throughput.py --bf16`). Training
+under that policy on such a machine is a mistake worth one line before the first step.
 """
 
 import tensorflow as tf
