@@ -13,10 +13,10 @@ run.json: a rerun with another model or other classes is refused.
 import collections
 import contextlib
 import os
+import sys
 
 import keras
 import tensorflow as tf
-from absl import logging
 
 from lgd_tf import data
 from lgd_tf.data import pipelines
@@ -186,8 +186,8 @@ def fit_two_stage(model_dir, strategy, sources, *, model_fn=None, stages=STAGES,
     if mixed_precision:
         keras.mixed_precision.set_global_policy(mixed_precision)
         warning = precision.policy_warning(mixed_precision)
-        if warning and chief:
-            logging.warning("%s", warning)
+        if warning and chief:  # printed: the commands show absl warnings only at --verbosity
+            print(f"warning: {warning}", file=sys.stderr, flush=True)
     try:
         # Every model first: the run folder is checked before anything is written.
         models = {stage: _build(stage, model_fn, strategy, stage_scope, sources.num_classes)
