@@ -3,10 +3,11 @@
 All frames equal make exact ties in pool1 and pool2. With MaxPool3D the eager CPU gradient
 credited both entries of each tie and a oneDNN graph one of them, so conv1's gradients
 differed by up to 2x between the two paths (measured: 0.8-2.1 relative); with
-`TemporalMaxPooling` they agree to float32 round-off (measured: < 3e-5). That the pooling
-gradient itself is the derivative is checked against float64 finite differences in
-tests/layers/test_temporal_pool.py. oneDNN is chosen when TensorFlow is imported, so each
-path runs in its own process.
+`TemporalMaxPooling` they agree to float32 round-off (measured: 1e-5 to 6e-5 on a 2-core
+AMD EPYC, 1.0e-3 for the temporal BN's gamma on another CPU), so the test allows 1e-2: still
+80x below the tie error it guards against. That the pooling gradient itself is the derivative
+is checked against float64 finite differences in tests/layers/test_temporal_pool.py. oneDNN
+is chosen when TensorFlow is imported, so each path runs in its own process.
 """
 
 import os
@@ -78,4 +79,4 @@ def test_static_clip_stem_gradients_agree_across_paths(tmp_path):
     for name, a, b in zip(("spatial", "s_gamma", "s_beta", "temporal", "t_gamma", "t_beta"),
                           eager, graph, strict=True):
         assert np.abs(b).max() > 1e-3, name
-        assert np.abs(a - b).max() / np.abs(b).max() < 1e-3, name
+        assert np.abs(a - b).max() / np.abs(b).max() < 1e-2, name
