@@ -314,8 +314,10 @@ def fit_stage(stage, model, strategy, train_pattern, stage_dir, num_classes, *,
         try:
             checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, data=iterator)
         except ValueError:  # e.g. MirroredStrategy's DistributedIterator is not trackable
-            logging.warning("%s: the input pipeline's position is not checkpointed under %s; "
-                            "a resumed run draws new batches.", stage, type(strategy).__name__)
+            if chief:  # printed: the commands show absl warnings only at --verbosity
+                print(f"warning: {stage}: the input pipeline's position is not checkpointed "
+                      f"under {type(strategy).__name__}; a resumed run draws new batches",
+                      file=sys.stderr, flush=True)
     manager = tf.train.CheckpointManager(checkpoint, write_dir, max_to_keep=max_checkpoints)
     latest = tf.train.latest_checkpoint(stage_dir)
     if latest:
@@ -341,9 +343,10 @@ def fit_stage(stage, model, strategy, train_pattern, stage_dir, num_classes, *,
     best = None
     if evaluate_fn is not None and eval_every_steps:
         if multi_worker:
-            logging.warning("%s: fit_stage.eval_every_steps is ignored under "
-                            "MultiWorkerMirroredStrategy; evaluate the saved checkpoints "
-                            "with lgd_tf.evaluate.", stage)
+            if chief:
+                print(f"warning: {stage}: fit_stage.eval_every_steps is ignored under "
+                      "MultiWorkerMirroredStrategy; evaluate the saved checkpoints with "
+                      "lgd_tf.evaluate", file=sys.stderr, flush=True)
         else:
             best = _Best(checkpoint, stage_dir, chief)
     progress = _Progress(stage, train_steps, step, batch_size, max(1, log_every_steps), chief)

@@ -97,6 +97,9 @@ def test_mirrored_two_cpus_gives_the_one_device_gradients(repo_root, subprocess_
     assert report["worst_relative_error"] < 1e-4, report
     assert report["steps"] == [2, 1]
     assert "XLA switched off (MirroredStrategy over CPU devices)" in out.stdout
+    for stage in ("stage1", "stage2"):  # the resume caveat is printed, not only logged
+        assert (f"warning: {stage}: the input pipeline's position is not checkpointed under "
+                "MirroredStrategy") in out.stderr, out.stderr[-3000:]
     assert tf.train.latest_checkpoint(str(tmp_path / "run" / "stage2")).endswith("ckpt-1")
 
 
