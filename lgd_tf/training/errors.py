@@ -4,7 +4,10 @@
 to another configuration): the commands print it as one line and exit with code 2.
 `RunFailure` is a failure while running (the loss diverged, the disk filled, a worker was
 lost, a stop signal): one line, exit code 1. The commands' exit codes are in the README.
+`warn` prints a problem that does not stop the run as one line.
 """
+
+import sys
 
 
 class TrainingError(ValueError):
@@ -22,6 +25,12 @@ class RunFailure(TrainingError):
 class Interrupted(RunFailure):
     """SIGTERM / SIGINT: a checkpoint was saved at the current step; the same command
     resumes."""
+
+
+def warn(line):
+    """Prints `warning: <line>` to stderr. Not absl logging: the commands show absl's
+    warnings only at --verbosity, and a user must see these without it."""
+    print(f"warning: {line}", file=sys.stderr, flush=True)
 
 
 _NOISE = ("Traceback", "File ", "[[", "Node:", "Graph execution error", "Detected at node",

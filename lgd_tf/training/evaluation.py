@@ -14,7 +14,6 @@ import csv
 import io
 import os
 import re
-import sys
 import time
 import weakref
 
@@ -27,7 +26,7 @@ from lgd_tf import data
 from lgd_tf.models import class_probabilities
 from lgd_tf.serving import fusion
 from lgd_tf.training import metrics, run_folder
-from lgd_tf.training.errors import TrainingError, one_line
+from lgd_tf.training.errors import TrainingError, one_line, warn
 
 
 def average_view_scores(view_scores):
@@ -179,9 +178,8 @@ def evaluate_video_level(model_dir, sources, model=None, stage=None, *, batch_si
     missing = check_media_ids(media_ids, sources.eval_pattern)
     if missing and not fuse_with and sources.eval_pattern not in _WARNED:
         _WARNED.add(sources.eval_pattern)  # once per pattern (evaluations during training)
-        print(f"warning: {missing} of {len(media_ids)} eval records have no clip/media_id: "
-              "eval_predictions.csv cannot name them and --fuse_with cannot match them",
-              file=sys.stderr, flush=True)
+        warn(f"{missing} of {len(media_ids)} eval records have no clip/media_id: "
+             "eval_predictions.csv cannot name them and --fuse_with cannot match them")
     modality = fusion.modality_of(model)
     if write_files:
         fusion.write_video_scores(model_dir, media_ids, scores, sources.class_names, modality)

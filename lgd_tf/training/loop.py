@@ -35,7 +35,7 @@ from lgd_tf import data
 from lgd_tf.models import class_probabilities
 from lgd_tf.training import run_folder
 from lgd_tf.training import strategy as strategy_lib
-from lgd_tf.training.errors import Interrupted, RunFailure, TrainingError, one_line
+from lgd_tf.training.errors import Interrupted, RunFailure, TrainingError, one_line, warn
 
 StageResult = collections.namedtuple(
     "StageResult", ["stage", "steps", "start_step", "seconds", "loss", "top1", "clips_per_second",
@@ -314,10 +314,9 @@ def fit_stage(stage, model, strategy, train_pattern, stage_dir, num_classes, *,
         try:
             checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, data=iterator)
         except ValueError:  # e.g. MirroredStrategy's DistributedIterator is not trackable
-            if chief:  # printed: the commands show absl warnings only at --verbosity
-                print(f"warning: {stage}: the input pipeline's position is not checkpointed "
-                      f"under {type(strategy).__name__}; a resumed run draws new batches",
-                      file=sys.stderr, flush=True)
+            if chief:
+                warn(f"{stage}: the input pipeline's position is not checkpointed under "
+                     f"{type(strategy).__name__}; a resumed run draws new batches")
     manager = tf.train.CheckpointManager(checkpoint, write_dir, max_to_keep=max_checkpoints)
     latest = tf.train.latest_checkpoint(stage_dir)
     if latest:
@@ -344,9 +343,9 @@ def fit_stage(stage, model, strategy, train_pattern, stage_dir, num_classes, *,
     if evaluate_fn is not None and eval_every_steps:
         if multi_worker:
             if chief:
-                print(f"warning: {stage}: fit_stage.eval_every_steps is ignored under "
-                      "MultiWorkerMirroredStrategy; evaluate the saved checkpoints with "
-                      "lgd_tf.evaluate", file=sys.stderr, flush=True)
+                warn(f"{stage}: fit_stage.eval_every_steps is ignored under "
+                     "MultiWorkerMirroredStrategy; evaluate the saved checkpoints with "
+                     "lgd_tf.evaluate")
         else:
             best = _Best(checkpoint, stage_dir, chief)
     progress = _Progress(stage, train_steps, step, batch_size, max(1, log_every_steps), chief)

@@ -13,7 +13,6 @@ run.json: a rerun with another model or other classes is refused.
 import collections
 import contextlib
 import os
-import sys
 
 import keras
 import tensorflow as tf
@@ -23,7 +22,7 @@ from lgd_tf.data import pipelines
 from lgd_tf.models import load_lgd_weights
 from lgd_tf.training import evaluation, loop, precision, run_folder
 from lgd_tf.training import strategy as strategy_lib
-from lgd_tf.training.errors import TrainingError, one_line
+from lgd_tf.training.errors import TrainingError, one_line, warn
 
 STAGES = ("stage1", "stage2")
 
@@ -186,8 +185,8 @@ def fit_two_stage(model_dir, strategy, sources, *, model_fn=None, stages=STAGES,
     if mixed_precision:
         keras.mixed_precision.set_global_policy(mixed_precision)
         warning = precision.policy_warning(mixed_precision)
-        if warning and chief:  # printed: the commands show absl warnings only at --verbosity
-            print(f"warning: {warning}", file=sys.stderr, flush=True)
+        if warning and chief:
+            warn(warning)
     try:
         # Every model first: the run folder is checked before anything is written.
         models = {stage: _build(stage, model_fn, strategy, stage_scope, sources.num_classes)
