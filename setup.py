@@ -29,7 +29,8 @@ setuptools.setup(
     python_requires=">=3.10",
     # The gin configs stay at the top of the repository (gin/) and ship inside the package
     # as lgd_tf/gin (lgd_tf/cli/configs.py looks there first, then at the checkout's gin/).
-    packages=setuptools.find_packages(include=["lgd_tf", "lgd_tf.*"]) + GIN_PACKAGES,
+    packages=setuptools.find_packages(include=["lgd_tf", "lgd_tf.*", "lgd_io", "lgd_io.*"])
+    + GIN_PACKAGES,
     package_dir={"lgd_tf.gin": "gin"},
     package_data={name: ["*.gin"] for name in GIN_PACKAGES},
     install_requires=[

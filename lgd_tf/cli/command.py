@@ -16,7 +16,7 @@ import sys
 import tensorflow as tf
 from absl import flags, logging
 
-from lgd_tf.training.errors import TrainingError, one_line
+from lgd_tf.training.errors import LgdError, one_line
 
 OK, FAILURE, USAGE = 0, 1, 2
 
@@ -27,7 +27,7 @@ _INPUT_ERRORS = (tf.errors.InvalidArgumentError, tf.errors.NotFoundError,
 
 def _exit_code_and_line(error):
     """(exit code, message) of a user-facing error, or None for a bug."""
-    if isinstance(error, TrainingError):
+    if isinstance(error, LgdError):
         return error.exit_code, one_line(error)
     if isinstance(error, (flags.Error, ValueError) + _INPUT_ERRORS):
         return USAGE, one_line(error)

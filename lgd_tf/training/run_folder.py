@@ -21,19 +21,15 @@ setting) before it writes anything; schedule-only changes (steps, learning rate)
 """
 
 import contextlib
-import datetime
-import errno
 import json
 import os
-import re
-import socket
-import sys
-import uuid
 
 import keras
 import tensorflow as tf
 
-from lgd_tf.training.errors import RunFailure, TrainingError, one_line
+from lgd_io import files
+from lgd_io.files import atomic_write, failure_reason, write_bytes, write_json, write_text  # noqa: F401
+from lgd_tf.training.errors import RunFailure, TrainingError
 
 RUN_RECORD = "run.json"
 CLASS_NAMES = "class_names.txt"
@@ -45,66 +41,6 @@ LOCK = ".lock"
 # Tensor Sketch's hashes and signs included).
 _NOT_ARCHITECTURE = {"name", "dtype", "trainable", "build_config", "compile_config", "module",
                      "registered_name", "zero_init_global_residual", "sketch_seed"}
-
-
-def failure_reason(error):
-    """Why a write failed, in a few words: "No space left on device", "Permission denied".
-
-    OSError: its strerror. TensorFlow errors: the first line without the op's function name,
-    the temporary file's name and the `[Op:...]` tag.
-    """
-    if isinstance(error, OSError) and error.strerror:
-        return error.strerror
-    text = re.sub(r"\{\{[^}]*\}\}\s*", "", one_line(error))
-    text = re.sub(r"\s*\[Op:\w+\]\s*$", "", text)
-    return text.rsplit("; ", 1)[-1].strip() or text
-
-
-def _tmp_name(path):
-    head, tail = os.path.split(path)
-    stem, dot, ext = tail.partition(".")
-    # Keep the extension: Keras picks the format of `model.save` from it.
-    return os.path.join(head, f".{stem}.tmp-{uuid.uuid4().hex[:8]}{dot}{ext}")
-
-
-def atomic_write(path, write_fn):
-    """Calls `write_fn(tmp_path)` then renames tmp_path to `path` (no half-written files).
-
-    Raises:
-        RunFailure: the write or the rename failed (the message names `path` and why); a
-            file already at `path` is left as it was.
-    """
-    path = os.fspath(path)
-    tmp = _tmp_name(path)
-    try:
-        write_fn(tmp)
-        tf.io.gfile.rename(tmp, path, overwrite=True)
-    except (OSError, tf.errors.OpError) as error:
-        raise RunFailure(f"cannot write {path}: {failure_reason(error)}") from None
-    finally:
-        with contextlib.suppress(OSError, tf.errors.OpError):
-            if tf.io.gfile.exists(tmp):
-                tf.io.gfile.remove(tmp)
-
-
-def write_text(path, text):
-    def write(tmp):
-        with tf.io.gfile.GFile(tmp, "w") as f:
-            f.write(text)
-
-    atomic_write(path, write)
-
-
-def write_bytes(path, data):
-    def write(tmp):
-        with tf.io.gfile.GFile(tmp, "wb") as f:
-            f.write(data)
-
-    atomic_write(path, write)
-
-
-def write_json(path, obj):
-    write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 def save_model(model, path):
@@ -158,7 +94,6 @@ class RunFolder:
 
     def __init__(self, path):
         self.path = os.fspath(path)
-        self._lock_file = None
 
     def __repr__(self):
         return f"RunFolder({self.path!r})"
@@ -183,62 +118,16 @@ class RunFolder:
 
     @contextlib.contextmanager
     def locked(self):
-        """Holds `model_dir/.lock` for the block: a second process on the folder is refused.
-
-        The lock is an advisory `flock` on a local file, released by the kernel when the
-        holder exits, killed or not: a lock file left by a dead process is taken over.
-        Folders on remote file systems (`gs://...`) are not locked.
+        """Holds `model_dir/.lock` for the block (`lgd_io.files.folder_lock`): a second
+        process on the folder is refused with its pid and host; a lock left by a killed
+        process is taken over, and its temporary files removed.
 
         Raises:
-            RunFailure: another live process holds the lock (its pid and host are named).
+            RunFailure: another live process holds the lock.
         """
-        if "://" in self.path:
+        with files.folder_lock(self.path, lock_name=LOCK, in_use_hint=(
+                "wait for that run to end (or stop it), or give another --model_dir")):
             yield self
-            return
-        import fcntl
-
-        self.makedirs()
-        path = self.file(LOCK)
-        handle = open(path, "a+")  # noqa: SIM115 (held until the block ends)
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as error:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            handle.close()
-            if error.errno in (errno.EAGAIN, errno.EACCES):
-                raise RunFailure(
-                    f"{self.path} is in use by {holder}; wait for that run to end (or stop "
-                    "it), or give another --model_dir") from None
-            raise RunFailure(f"cannot lock {path}: {failure_reason(error)}") from None
-        handle.seek(0)
-        previous = handle.read().strip()
-        if previous:
-            print(f"{self.path}: took over the lock left by {previous} (no longer running)",
-                  file=sys.stderr, flush=True)
-        self._remove_stale_temporaries()
-        handle.seek(0)
-        handle.truncate()
-        started = datetime.datetime.now().isoformat(timespec="seconds")
-        handle.write(f"pid {os.getpid()} on {socket.gethostname()} (since {started})\n")
-        handle.flush()
-        self._lock_file = handle
-        try:
-            yield self
-        finally:
-            # Emptied, not removed: removing it would let two later processes lock two files.
-            handle.seek(0)
-            handle.truncate()
-            handle.close()
-            self._lock_file = None
-
-    def _remove_stale_temporaries(self):
-        """Temporary files of a process killed mid-write (`.stage1.tmp-1a2b3c4d.keras`): with
-        the lock held nobody else is writing them."""
-        for name in os.listdir(self.path):
-            if name.startswith(".") and ".tmp-" in name:
-                with contextlib.suppress(OSError):
-                    os.remove(os.path.join(self.path, name))
 
     # -- what the run is ----------------------------------------------------------------------
 

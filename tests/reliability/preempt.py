@@ -20,7 +20,6 @@ def _die(what):
 
 
 def install(spec):
-    import tensorflow as tf
     from tensorflow.python.checkpoint import checkpoint_management
     from tensorflow.python.ops import gen_io_ops
 
@@ -49,14 +48,16 @@ def install(spec):
 
         checkpoint_management.CheckpointManager._record_state = record_or_die
     elif kind == "rename":
-        rename = tf.io.gfile.rename
+        from lgd_io import files
 
-        def rename_or_die(src, dst, overwrite=False):
+        replace = files.replace
+
+        def replace_or_die(src, dst):
             if os.path.basename(os.fspath(dst)) == where:
                 _die(f"{dst} (written to {src}, not renamed)")
-            return rename(src, dst, overwrite)
+            return replace(src, dst)
 
-        tf.io.gfile.rename = rename_or_die
+        files.replace = replace_or_die
     else:
         raise ValueError(f"LGD_KILL_AT must be merge:, record: or rename:. Received: {spec}")
 

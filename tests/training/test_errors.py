@@ -1,6 +1,13 @@
 """One-line errors: the meaningful line of TensorFlow and gin messages."""
 
-from lgd_tf.training.errors import Interrupted, RunFailure, TrainingError, one_line
+from lgd_tf.training.errors import (
+    BadInput,
+    Interrupted,
+    LgdError,
+    RunFailure,
+    TrainingError,
+    one_line,
+)
 
 
 def test_an_assertion_inside_a_tf_data_function_is_its_message():
@@ -18,6 +25,8 @@ def test_the_first_line_that_is_not_tensorflow_context():
 
 
 def test_exit_codes_of_the_error_kinds():
-    assert TrainingError("x").exit_code == 2
-    assert RunFailure("x").exit_code == 1 and isinstance(RunFailure("x"), TrainingError)
-    assert Interrupted("x").exit_code == 1
+    assert TrainingError is BadInput and BadInput("x").exit_code == 2
+    # A run-time failure is not bad input: the command must not print it as exit 2.
+    assert RunFailure("x").exit_code == 1 and not isinstance(RunFailure("x"), BadInput)
+    assert Interrupted("x").exit_code == 1 and isinstance(Interrupted("x"), RunFailure)
+    assert all(issubclass(kind, LgdError) for kind in (BadInput, RunFailure, Interrupted))

@@ -100,15 +100,15 @@ def test_lock_refuses_a_second_holder_and_takes_over_a_stale_one(tmp_path, capsy
 def test_a_failed_write_names_the_path_and_keeps_the_complete_file(tmp_path, monkeypatch):
     path = tmp_path / "eval_results.json"
     run_folder.write_json(path, {"top1": 0.5})
-    real_rename = tf.io.gfile.rename
+    real_replace = os.replace
 
-    def full_disk(src, dst, overwrite=False):
+    def full_disk(src, dst):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dst))
 
-    monkeypatch.setattr(tf.io.gfile, "rename", full_disk)
+    monkeypatch.setattr(os, "replace", full_disk)
     with pytest.raises(RunFailure, match=rf"cannot write {path}: No space left on device"):
         run_folder.write_json(path, {"top1": 0.9})
-    monkeypatch.setattr(tf.io.gfile, "rename", real_rename)
+    monkeypatch.setattr(os, "replace", real_replace)
     assert json.loads(path.read_text()) == {"top1": 0.5}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["eval_results.json"]  # no temp file
 
