@@ -13,6 +13,9 @@ One hierarchy for every command (README, "exit codes"):
 
 import sys
 
+__all__ = ["BadInput", "Interrupted", "LgdError", "RunFailure", "TrainingError", "one_line",
+           "warn"]
+
 
 class LgdError(Exception):
     """Base of the errors the commands print as one line; `exit_code` is the command's."""

@@ -4,12 +4,4 @@
 bug and keeps its traceback. `warn` prints a problem that does not stop the run as one line.
 """
 
-from lgd_io.errors import (  # noqa: F401
-    BadInput,
-    Interrupted,
-    LgdError,
-    RunFailure,
-    TrainingError,
-    one_line,
-    warn,
-)
+from lgd_io.errors import *  # noqa: F403 (the same classes under their old home)
