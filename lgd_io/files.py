@@ -100,13 +100,14 @@ def atomic_write(path, write_fn, *, what=None):
         remove_quietly(tmp)
 
 
-def _open(path, mode):
+def open_file(path, mode):
+    """`open`, or `tf.io.gfile.GFile` for a remote path (TensorFlow is imported only then)."""
     return _gfile().GFile(path, mode) if is_remote(path) else open(path, mode)  # noqa: SIM115
 
 
 def write_text(path, text, **kwargs):
     def write(tmp):
-        with _open(tmp, "w") as f:
+        with open_file(tmp, "w") as f:
             f.write(text)
 
     atomic_write(path, write, **kwargs)
@@ -114,7 +115,7 @@ def write_text(path, text, **kwargs):
 
 def write_bytes(path, data, **kwargs):
     def write(tmp):
-        with _open(tmp, "wb") as f:
+        with open_file(tmp, "wb") as f:
             f.write(data)
 
     atomic_write(path, write, **kwargs)

@@ -36,6 +36,12 @@ def _import_tensorflow_quietly():
                     _sys.stderr.write(line)
 
 
+# The data build (`python -m lgd_tf.build_tfrecords`, `lgd-build-tfrecords`) never loads
+# TensorFlow: that process is replaced here by its TensorFlow-free driver, lgd_io.build.
+from lgd_io.build.launch import exec_build_command as _exec_build_command  # noqa: E402
+
+_exec_build_command()
+
 # `python -m lgd_tf.<command>` (argv[0] is "-m" while the package loads) and the lgd-* scripts.
 if _sys.argv[:1] == ["-m"] or _os.path.basename(_sys.argv[0] if _sys.argv else "").startswith(
         "lgd-"):

@@ -20,6 +20,7 @@ import struct
 import numpy as np
 import tensorflow as tf
 
+from lgd_io.tfrecord import masked_crc32c as _masked_crc32c
 from lgd_tf.data import flow as flow_lib
 from lgd_tf.data import sampling, schema
 
@@ -57,28 +58,6 @@ def list_files(file_pattern, check=True):
     if check:
         check_tfrecord_files(files)
     return files
-
-
-def _crc32c_table():
-    table = []
-    for n in range(256):
-        crc = n
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
-        table.append(crc)
-    return table
-
-
-_CRC32C = _crc32c_table()
-
-
-def _masked_crc32c(data):
-    """The TFRecord checksum: CRC-32C, rotated right by 15 bits plus a constant."""
-    crc = 0xFFFFFFFF
-    for byte in data:
-        crc = _CRC32C[(crc ^ byte) & 0xFF] ^ (crc >> 8)
-    crc ^= 0xFFFFFFFF
-    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
 
 def tfrecord_problem(path):

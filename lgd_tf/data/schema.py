@@ -1,16 +1,20 @@
 """TFRecord schema: MediaSequence keys of `tf.train.SequenceExample` (DESIGN.md, Sec. 5.5).
 
 The same keys TF Model Garden's video reader uses, so its records read here and ours there.
+
+The keys and the TensorFlow-free encoder are in `lgd_io.records`; this module parses.
 """
 
 import tensorflow as tf
 
-LABEL_INDEX_KEY = "clip/label/index"
-LABEL_STRING_KEY = "clip/label/string"
-MEDIA_ID_KEY = "clip/media_id"
-FRAME_RATE_KEY = "image/frame_rate"
-IMAGE_KEY = "image/encoded"
-FLOW_KEY = "FORWARD_FLOW/image/encoded"
+from lgd_io.records import (  # noqa: F401
+    FLOW_KEY,
+    FRAME_RATE_KEY,
+    IMAGE_KEY,
+    LABEL_INDEX_KEY,
+    LABEL_STRING_KEY,
+    MEDIA_ID_KEY,
+)
 
 MODALITIES = ("rgb", "flow")
 MISSING_LABEL = -1
