@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from lgd_io import files
 from lgd_tf import build_tfrecords
 from lgd_tf.data import schema
 from tests.data import helpers
@@ -61,9 +62,11 @@ def test_builds_records_and_class_names(videos, tmp_path, capsys):
     code, stdout, _ = _run(capsys, *args)
     assert code == 0
     assert "written 3 videos into 2 shards" in stdout and "skipped 0 videos" in stdout
-    assert sorted(os.listdir(out)) == ["class_names.txt", "val-00000-of-00002.tfrecord",
+    assert sorted(os.listdir(out)) == [".lock", "class_names.txt",
+                                       "val-00000-of-00002.tfrecord",
                                        "val-00001-of-00002.tfrecord",
                                        "val.manifest"]  # no temporary files
+    assert (out / ".lock").read_text() == ""  # released (emptied) when the build ended
     assert (out / "class_names.txt").read_text() == "run\nwalk\n"  # sorted names
     records = _records(str(out / "val-*"))
     assert sorted(records) == ["a", "c", "sub/b"]  # paths without their extension
@@ -164,28 +167,28 @@ def test_undecodable_videos_exit_2_and_leave_no_empty_shards(tmp_path, capsys):
     errors = [line for line in err if line.startswith(f"{PROGRAM}: error: ")]
     assert code == 2 and len(errors) == 1 and str(csv_path) in errors[0], err
     assert "skipped 2 videos" in stdout
-    assert os.listdir(out) == []  # no empty shards left that a rerun would keep
+    assert os.listdir(out) == [".lock"]  # no empty shards left that a rerun would keep
 
 
 def test_class_names_write_failure_exits_1_naming_the_path(videos, tmp_path, capsys,
                                                             monkeypatch):
     folder, csv_path = videos
     out = tmp_path / "out"
-    rename = tf.io.gfile.rename
+    rename = files.replace
 
-    def disk_full(src, dst, overwrite=False):
+    def disk_full(src, dst):
         if os.path.basename(dst) == "class_names.txt":
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), dst)
-        return rename(src, dst, overwrite)
+        return rename(src, dst)
 
-    monkeypatch.setattr(tf.io.gfile, "rename", disk_full)
+    monkeypatch.setattr(files, "replace", disk_full)
     code, _, err = _run(capsys, f"--videos_dir={folder}", f"--labels_csv={csv_path}",
                         f"--output_dir={out}", "--num_shards=1", "--num_workers=1",
                         "--short_side=16")
     assert code == 1, err
     assert err == [f"{PROGRAM}: error: cannot write {out / 'class_names.txt'}: "
                    f"{os.strerror(errno.ENOSPC)}"]
-    assert sorted(os.listdir(out)) == ["train-00000-of-00001.tfrecord",
+    assert sorted(os.listdir(out)) == [".lock", "train-00000-of-00001.tfrecord",
                                        "train.manifest"]  # no temporary file
 
 
@@ -210,14 +213,14 @@ def test_checkout_wrapper_script(repo_root, tmp_path):
 
 _SLOW_BUILD = """
 import sys, time
-from lgd_tf.data import video
+from lgd_io import video
 real = video.iter_frames
 def slow(*args, **kwargs):
     time.sleep(0.25)
     return real(*args, **kwargs)
-video.iter_frames = slow
-from lgd_tf import build_tfrecords
-sys.exit(build_tfrecords.run(sys.argv))
+video.iter_frames = slow  # the forked workers of this TensorFlow-free command see it
+from lgd_io.build import command
+sys.exit(command.run(sys.argv))
 """
 
 
