@@ -5,6 +5,7 @@ import errno
 import glob
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -287,3 +288,73 @@ def test_kinetics_csv_rerun_after_adding_a_row(tmp_path, capsys):
     assert sorted((m, n) for m, n, _ in records) == [
         ("abcdefghijk_000000_000001", 10), ("abcdefghijk_000001_000002", 10),
         ("abcdefghijk_000002_000003", 10)]
+
+
+@pytest.mark.subprocess
+def test_a_second_builder_on_the_folder_exits_1_naming_the_first(tmp_path, subprocess_env,
+                                                                 capsys):
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    names = [f"v{i}" for i in range(6)]
+    for name in names:
+        helpers.write_video(folder / f"{name}.mp4", helpers.indexed_frames(3, 16, 16),
+                            "libx264")
+    csv_path = tmp_path / "labels.csv"
+    csv_path.write_text("path,label\n" + "".join(f"{n}.mp4,c{i % 2}\n"
+                                                 for i, n in enumerate(names)))
+    out = tmp_path / "out"
+    args = [f"--videos_dir={folder}", f"--labels_csv={csv_path}", f"--output_dir={out}",
+            "--num_shards=2", "--num_workers=1", "--short_side=16"]
+    first = subprocess.Popen([sys.executable, "-c", _SLOW_BUILD, *args], env=subprocess_env,
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and not (
+            (out / ".lock").exists() and (out / ".lock").read_text().strip()):
+        time.sleep(0.02)
+    code, stdout, err = _run(capsys, *args)
+    first_out, _ = first.communicate(timeout=120)
+    assert code == 1 and stdout == ""
+    assert len(err) == 1 and err[0].startswith(f"{PROGRAM}: error: {out} is in use by "
+                                               f"pid {first.pid} on {socket.gethostname()}")
+    assert "another --output_dir" in err[0]
+    # The first build was not disturbed: it wrote every video, each once.
+    assert first.returncode == 0 and "written 6 videos into 2 shards" in first_out
+    assert sorted(m for m, _, _ in helpers.read_media_ids(str(out / "train-*"))) == names
+
+
+def test_a_stale_lock_is_taken_over_with_a_line(videos, tmp_path, capsys):
+    folder, csv_path = videos
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".lock").write_text("pid 4000000 on elsewhere (since 2026-01-01T00:00:00)\n")
+    code, stdout, err = _run(capsys, f"--videos_dir={folder}", f"--labels_csv={csv_path}",
+                             f"--output_dir={out}", "--num_shards=1", "--num_workers=1",
+                             "--short_side=16")
+    assert code == 0 and "written 3 videos" in stdout
+    assert f"{out}: took over the lock left by pid 4000000 on elsewhere (since " \
+           "2026-01-01T00:00:00) (no longer running)" in err
+
+
+def test_summary_once_empty_class_named_and_files_get_the_umask(videos, tmp_path, capsys):
+    folder, _ = videos
+    csv_path = tmp_path / "labels.csv"
+    csv_path.write_text("path,label\na.mp4,walk\nsub/b.webm,run\ngone.mp4,jump\n")
+    out = tmp_path / "out"
+    previous = os.umask(0o027)
+    try:
+        code, stdout, err = _run(capsys, f"--videos_dir={folder}", f"--labels_csv={csv_path}",
+                                 f"--output_dir={out}", "--num_shards=2", "--num_workers=2",
+                                 "--short_side=16")
+    finally:
+        os.umask(previous)
+    assert code == 0
+    # Printed once, on stdout: not again on stderr.
+    assert stdout.count("written 2 videos into 2 shards") == 1
+    assert not [line for line in err if "written 2 videos" in line]
+    # The class whose only video is missing keeps its index and is named.
+    assert "1 classes have no video (their rows were missing or failed): 'jump'" in stdout
+    assert (out / "class_names.txt").read_text() == "jump\nrun\nwalk\n"
+    written = glob.glob(str(out / "train-*")) + glob.glob(str(out / "train.manifest" / "*"))
+    written.append(str(out / "class_names.txt"))
+    assert len(written) == 5
+    assert {oct(os.stat(p).st_mode & 0o777) for p in written} == {oct(0o666 & ~0o027)}
