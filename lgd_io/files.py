@@ -133,14 +133,33 @@ def remove_stale_temporaries(folder):
             remove_quietly(os.path.join(folder, name))
 
 
+_HELD_LOCKS = set()  # file descriptors of the folder locks this process holds
+
+
+def _drop_held_locks_in_child():
+    """A forked child (a data-build worker) must not keep its parent's lock alive after the
+    parent died: its copies of the lock descriptors are pointed at /dev/null."""
+    if not _HELD_LOCKS:
+        return
+    null = os.open(os.devnull, os.O_RDONLY)
+    for fd in _HELD_LOCKS:
+        with contextlib.suppress(OSError):
+            os.dup2(null, fd)
+    os.close(null)
+    _HELD_LOCKS.clear()
+
+
+os.register_at_fork(after_in_child=_drop_held_locks_in_child)
+
+
 @contextlib.contextmanager
 def folder_lock(folder, *, lock_name=".lock", in_use_hint="wait for it to end, or stop it"):
     """Holds `folder/<lock_name>` for the block: a second process on the folder is refused.
 
     The lock is an advisory `flock` on a local file, released by the kernel when the holder
-    exits, killed or not: a lock file left by a dead process is taken over, with a line on
-    stderr saying so, and the temporary files it left are removed. Folders on remote file
-    systems (`gs://...`) are not locked.
+    exits, killed or not (its forked children do not keep it): a lock file left by a dead
+    process is taken over, with a line on stderr saying so, and the temporary files it left
+    are removed. Folders on remote file systems (`gs://...`) are not locked.
 
     Raises:
         RunFailure: another live process holds the lock (its pid, host and start are named).
@@ -180,10 +199,12 @@ def folder_lock(folder, *, lock_name=".lock", in_use_hint="wait for it to end, o
     started = datetime.datetime.now().isoformat(timespec="seconds")
     handle.write(f"pid {os.getpid()} on {socket.gethostname()} (since {started})\n")
     handle.flush()
+    _HELD_LOCKS.add(handle.fileno())
     try:
         yield
     finally:
         # Emptied, not removed: removing it would let two later processes lock two files.
+        _HELD_LOCKS.discard(handle.fileno())
         handle.seek(0)
         handle.truncate()
         handle.close()

@@ -252,8 +252,8 @@ def test_sigkill_mid_build_then_rerun_writes_every_video_once(tmp_path, subproce
     finished = glob.glob(str(out / "train-*.tfrecord"))
     manifests = glob.glob(str(out / "train.manifest" / "*.json"))
     assert 1 <= len(finished) < 4, finished  # killed after the first shard was renamed
-    code, stdout, _ = _run(capsys, *args)
-    assert code == 0
+    code, stdout, err = _run(capsys, *args)
+    assert code == 0, err
     # A shard with its manifest is kept; one renamed just before the kill, without its
     # manifest yet, is rebuilt.
     assert f"kept {len(manifests)} finished shards" in stdout, stdout
@@ -358,3 +358,31 @@ def test_summary_once_empty_class_named_and_files_get_the_umask(videos, tmp_path
     written.append(str(out / "class_names.txt"))
     assert len(written) == 5
     assert {oct(os.stat(p).st_mode & 0o777) for p in written} == {oct(0o666 & ~0o027)}
+
+
+_FORK_AND_DIE = """
+import os, signal, sys, time
+from lgd_io import files
+with files.folder_lock(sys.argv[1]):
+    child = os.fork()
+    if child == 0:
+        time.sleep(60)  # a worker that outlives its killed parent for a while
+        os._exit(0)
+    print(child, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.subprocess
+def test_a_forked_worker_does_not_keep_a_killed_builders_lock(tmp_path, subprocess_env):
+    process = subprocess.Popen([sys.executable, "-c", _FORK_AND_DIE, str(tmp_path)],
+                               env=subprocess_env, stdout=subprocess.PIPE, text=True)
+    child = int(process.stdout.readline())
+    process.wait(timeout=30)
+    process.stdout.close()
+    try:
+        assert process.returncode == -signal.SIGKILL
+        os.kill(child, 0)  # the child still runs
+        assert files.lock_holder(str(tmp_path)) is None
+    finally:
+        os.kill(child, signal.SIGKILL)
