@@ -44,6 +44,11 @@ setuptools.setup(
         "scikit-learn>=1.5",
         "matplotlib>=3.8",  # the confusion-matrix figure
         "tensorboard>=2.20",  # tf.summary.scalar / image (TensorFlow 2.21 does not require it)
+        # lgd_io.records / lgd_io.tfrecord: the data build writes SequenceExamples and TFRecord
+        # files without TensorFlow. protobuf: TensorFlow 2.21's own range (Beam 2.77 caps it
+        # below 7, so with [beam] pip resolves 6.31.1 to 6.x).
+        "protobuf>=6.31.1,<8",
+        "google-crc32c>=1.5",
     ],
     extras_require={
         "cpu": ["tensorflow-cpu>=2.21.0"],
@@ -51,6 +56,8 @@ setuptools.setup(
         "tpu": ["tensorflow>=2.21.0"],
         # --format=litert / onnx of lgd_tf.export (docs/export_formats.md).
         "export": ["ai-edge-litert>=2.0", "tf2onnx>=1.17", "onnxruntime>=1.20"],
+        # `lgd_tf.build_tfrecords --runner=beam` (tfrecords/README.md, "Apache Beam").
+        "beam": ["apache-beam[tfrecord]>=2.77", "google-crc32c>=1.5"],
         "test": [
             "ai-edge-litert>=2.0",  # tests/export/test_litert_onnx.py
             "onnxruntime>=1.20",
