@@ -386,3 +386,18 @@ def test_a_forked_worker_does_not_keep_a_killed_builders_lock(tmp_path, subproce
         assert files.lock_holder(str(tmp_path)) is None
     finally:
         os.kill(child, signal.SIGKILL)
+
+
+def test_the_build_command_is_started_without_tensorflow():
+    from lgd_io.build import launch
+
+    exe = sys.executable
+    assert launch.build_command_argv(
+        ["python", "-X", "importtime", "-m", "lgd_tf.build_tfrecords", "--flow", "-m"],
+        ["-m"]) == [exe, "-X", "importtime", "-m", "lgd_io.build.command", "--flow", "-m"]
+    assert launch.build_command_argv(["/venv/bin/python", "/venv/bin/lgd-build-tfrecords",
+                                      "--help"], ["/venv/bin/lgd-build-tfrecords",
+                                                  "--help"]) == [
+        exe, "-m", "lgd_io.build.command", "--help"]
+    assert launch.build_command_argv(["python", "-m", "lgd_tf.train", "--help"], ["-m"]) is None
+    assert launch.build_command_argv(["/venv/bin/lgd-train"], ["/venv/bin/lgd-train"]) is None
