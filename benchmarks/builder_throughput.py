@@ -8,7 +8,7 @@ Generates its videos with PyAV (nothing is downloaded), then prints:
    one worker: peak RSS of the build's process and of its worker, their sum (an upper bound
    of the process tree's peak) and the growth from 30 to 90 frames. Targets: tree < 900 MB,
    growth < 150 MB.
-2. start-up: a fresh interpreter importing what a worker imports (`lgd_io.build.encode`; a
+2. start-up: a fresh interpreter importing what a worker imports (`lgd_io.builder.encode`; a
    Beam worker also imports Beam's SDK harness), against the builder of --before, which
    imported TensorFlow: wall time and RSS.
 3. throughput: --videos Kinetics-like videos (340x256, --seconds s at 25 fps, h264) into 4
@@ -44,12 +44,12 @@ sys.path.insert(0, {root!r})
 if {runner!r} == "before":
     from lgd_tf.data import builder as build
 else:
-    from lgd_io import build
+    from lgd_io import builder as build
 entries = [build.VideoEntry(p, 0, "c", f"v{{i}}") for i, p in enumerate({paths!r})]
 options = build.EncodeOptions(flow={flow!r})
 start = time.time()
 if {runner!r} == "beam":
-    from lgd_io.build import beam_runner
+    from lgd_io.builder import beam_runner
     summary = beam_runner.build_with_beam(entries, {out!r}, num_shards={shards},
                                           num_workers={workers}, options=options)
 else:
@@ -151,9 +151,9 @@ def memory(root, old):
 def startups(old):
     print("worker start-up: fresh interpreter, import only")
     for name, modules, tree in (
-            ("lean local worker (lgd_io.build.encode)", "lgd_io.build.encode", REPO),
+            ("lean local worker (lgd_io.builder.encode)", "lgd_io.builder.encode", REPO),
             ("lean Beam worker (+ Beam SDK harness)",
-             "apache_beam.runners.worker.sdk_worker_main, lgd_io.build.beam_runner", REPO),
+             "apache_beam.runners.worker.sdk_worker_main, lgd_io.builder.beam_runner", REPO),
             (f"before ({BEFORE}: lgd_tf.data.builder, TensorFlow)", "lgd_tf.data.builder",
              old)):
         if tree is not None:

@@ -37,8 +37,8 @@ def _import_tensorflow_quietly():
 
 
 # The data build (`python -m lgd_tf.build_tfrecords`, `lgd-build-tfrecords`) never loads
-# TensorFlow: that process is replaced here by its TensorFlow-free driver, lgd_io.build.
-from lgd_io.build.launch import exec_build_command as _exec_build_command  # noqa: E402
+# TensorFlow: that process is replaced here by its TensorFlow-free driver, lgd_io.builder.
+from lgd_io.builder.launch import exec_build_command as _exec_build_command  # noqa: E402
 
 _exec_build_command()
 

@@ -4,7 +4,7 @@ r"""Builds sharded TFRecords from a folder of videos: `python -m lgd_tf.build_tf
         --output_dir=data/kinetics --num_shards=256 [--flow] [--split=train]
 
 A thin wrapper kept for checkouts; the command, its flags and exit codes are in
-`lgd_io/build/command.py` (`--help`), which imports no TensorFlow. Run from a checkout it uses
+`lgd_io/builder/command.py` (`--help`), which imports no TensorFlow. Run from a checkout it uses
 that checkout's code, otherwise the installed one.
 """
 
@@ -15,7 +15,7 @@ _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if os.path.isfile(os.path.join(_REPO, "lgd_io", "__init__.py")):
     sys.path.insert(0, _REPO)  # python puts tfrecords/ on sys.path, not the checkout's root
 
-from lgd_io.build.command import run  # noqa: E402
+from lgd_io.builder.command import run  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(run())

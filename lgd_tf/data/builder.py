@@ -1,7 +1,7 @@
-"""The data build under its historical name: `lgd_io.build` (TensorFlow-free, so that its
+"""The data build under its historical name: `lgd_io.builder` (TensorFlow-free, so that its
 worker processes start in a second), re-exported for `lgd_tf.data` users."""
 
-from lgd_io.build import (  # noqa: F401
+from lgd_io.builder import (  # noqa: F401
     CSV_LAYOUTS,
     MANIFEST_VERSION,
     VIDEO_EXTENSIONS,

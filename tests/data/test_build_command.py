@@ -220,7 +220,7 @@ def slow(*args, **kwargs):
     time.sleep(0.25)
     return real(*args, **kwargs)
 video.iter_frames = slow  # the forked workers of this TensorFlow-free command see it
-from lgd_io.build import command
+from lgd_io.builder import command
 sys.exit(command.run(sys.argv))
 """
 
@@ -389,15 +389,15 @@ def test_a_forked_worker_does_not_keep_a_killed_builders_lock(tmp_path, subproce
 
 
 def test_the_build_command_is_started_without_tensorflow():
-    from lgd_io.build import launch
+    from lgd_io.builder import launch
 
     exe = sys.executable
     assert launch.build_command_argv(
         ["python", "-X", "importtime", "-m", "lgd_tf.build_tfrecords", "--flow", "-m"],
-        ["-m"]) == [exe, "-X", "importtime", "-m", "lgd_io.build.command", "--flow", "-m"]
+        ["-m"]) == [exe, "-X", "importtime", "-m", "lgd_io.builder.command", "--flow", "-m"]
     assert launch.build_command_argv(["/venv/bin/python", "/venv/bin/lgd-build-tfrecords",
                                       "--help"], ["/venv/bin/lgd-build-tfrecords",
                                                   "--help"]) == [
-        exe, "-m", "lgd_io.build.command", "--help"]
+        exe, "-m", "lgd_io.builder.command", "--help"]
     assert launch.build_command_argv(["python", "-m", "lgd_tf.train", "--help"], ["-m"]) is None
     assert launch.build_command_argv(["/venv/bin/lgd-train"], ["/venv/bin/lgd-train"]) is None

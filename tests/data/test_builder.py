@@ -218,7 +218,7 @@ def test_duplicate_media_ids_are_dropped_and_counted(tmp_path):
 _KILLER_BUILD = """
 import json, os, signal, sys
 from lgd_io import video
-from lgd_io.build import local, shards
+from lgd_io.builder import local, shards
 real = video.iter_frames
 def iter_frames(path, *args, **kwargs):  # SIGKILLs its own (worker) process on `killer`
     if os.path.basename(str(path)).startswith("killer"):

@@ -81,7 +81,7 @@ def test_beam_build_matches_the_local_runner_without_tensorflow_in_workers(
     # module it imported, before and after it replaced itself by the TF-free driver).
     imported = {line.rsplit("|", 1)[-1].strip() for line in local_err.splitlines()
                 if line.startswith("import time:")}
-    assert "lgd_io.build.local" in imported
+    assert "lgd_io.builder.local" in imported
     assert not {m for m in imported if m.split(".")[0] in ("tensorflow", "keras")}
     # The same shards, byte for byte (so the same media ids in each).
     assert _shards(tmp_path / "beam") == _shards(tmp_path / "local")

@@ -85,7 +85,7 @@ def test_framing_reads_in_tensorflow_and_back(tmp_path, video):
 
 @pytest.mark.subprocess
 def test_the_build_modules_import_neither_tensorflow_nor_keras(subprocess_env):
-    code = ("import sys, lgd_io.build, lgd_io.build.command, lgd_io.build.beam_runner, "
+    code = ("import sys, lgd_io.builder, lgd_io.builder.command, lgd_io.builder.beam_runner, "
             "lgd_io.records, lgd_io.tfrecord, lgd_io.video, lgd_io.flow; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in "
             "('tensorflow', 'keras', 'lgd_tf')))")

@@ -19,9 +19,10 @@ import time
 from absl import logging
 
 from lgd_io import tfrecord
-from lgd_io.build import encode, shards
+from lgd_io.builder import encode, shards
 
 WORKER_DIED = "worker process died (killed, e.g. out of memory) while encoding it, twice"
+FRAMES_OPTIONS = shards.EncodeOptions(short_side=None)  # in-memory frames keep their size
 
 
 def _single_opencv_thread():
@@ -120,7 +121,7 @@ def _serial_results(jobs, worker):
 
 
 def build_from_videos(entries, output_dir, *, prefix="train", num_shards=8, num_workers=None,
-                      options=shards.EncodeOptions()):
+                      options=shards.DEFAULT_OPTIONS):
     """Decodes each `VideoEntry` with PyAV and writes `{prefix}-SSSSS-of-NNNNN.tfrecord` shards.
 
     Idempotent: rerunning with the same (or a changed) input leaves exactly that input in the
@@ -169,7 +170,7 @@ class _Progress:
 
 
 def build_from_frames(items, output_dir, *, prefix="train", num_shards=4, num_workers=1,
-                      options=shards.EncodeOptions(short_side=None)):
+                      options=FRAMES_OPTIONS):
     """Writes in-memory videos `(frames, label, label_string, media_id)`, item i into shard
     i % num_shards (in-memory sets have no source file to key a manifest on: a rerun keeps
     the shards that exist)."""

@@ -39,7 +39,6 @@ from absl import flags, logging
 from lgd_io import files
 from lgd_io.errors import BadInput, LgdError, one_line
 
-
 PROGRAM = "lgd_tf.build_tfrecords"
 CLASS_NAMES_FILE = "class_names.txt"
 CSV_FORMS = ("the Kinetics header `label,youtube_id,time_start,time_end,split` or "
@@ -108,7 +107,7 @@ def read_entries(labels_csv, videos_dir, split=None, class_names=None):
     CSV that yields no video that exists refused (`TrainingError`)."""
     import csv
 
-    from lgd_io.build import labels
+    from lgd_io.builder import labels
 
     text = _read_text(labels_csv, "labels CSV")  # exists, is a file, is text
     try:
@@ -160,7 +159,7 @@ def _beam_args(fv, trailing):
 
 
 def _build(fv, table, beam_args):
-    from lgd_io.build import local, shards
+    from lgd_io.builder import local, shards
 
     options = shards.EncodeOptions(short_side=fv.short_side or None, fps=fv.fps,
                                    flow=fv.flow, quality=fv.jpeg_quality)
@@ -169,7 +168,7 @@ def _build(fv, table, beam_args):
     if beam_args is None:
         return local.build_from_videos(table.entries, fv.output_dir, **kwargs)
     try:
-        from lgd_io.build import beam_runner
+        from lgd_io.builder import beam_runner
     except ImportError as error:
         raise BadInput(f"--runner=beam needs Apache Beam ({error}); install it with "
                        "`pip install 'lgd_tf[beam]'`") from None
@@ -179,7 +178,7 @@ def _build(fv, table, beam_args):
 
 def _classes_without_videos(output_dir, prefix, class_names):
     """Names of the classes that no record of the finished shards holds."""
-    from lgd_io.build import shards
+    from lgd_io.builder import shards
 
     seen = set()
     for path in shards.finished_shards(output_dir, prefix):
@@ -193,7 +192,7 @@ def _classes_without_videos(output_dir, prefix, class_names):
 def _remove_empty_shards(summary, fv, tried):
     """Every video this run tried failed to decode: the shards it wrote are empty. Removes
     them, so that a rerun (after fixing the videos) does not take them as finished."""
-    from lgd_io.build import shards
+    from lgd_io.builder import shards
 
     for path in summary.shards_written:
         files.remove_quietly(path)
