@@ -401,3 +401,13 @@ def test_the_build_command_is_started_without_tensorflow():
         exe, "-m", "lgd_io.builder.command", "--help"]
     assert launch.build_command_argv(["python", "-m", "lgd_tf.train", "--help"], ["-m"]) is None
     assert launch.build_command_argv(["/venv/bin/lgd-train"], ["/venv/bin/lgd-train"]) is None
+
+
+def test_beam_options_without_the_beam_runner_exit_2(videos, tmp_path, capsys):
+    folder, csv_path = videos
+    code, _, err = _run(capsys, f"--videos_dir={folder}", f"--labels_csv={csv_path}",
+                        f"--output_dir={tmp_path / 'out'}",
+                        "--beam_pipeline_options=--runner=DataflowRunner")
+    assert code == 2
+    assert err == [f"{PROGRAM}: error: --beam_pipeline_options given without --runner=beam"]
+    assert not (tmp_path / "out").exists()  # refused before any output

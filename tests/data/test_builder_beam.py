@@ -98,3 +98,14 @@ def test_beam_build_matches_the_local_runner_without_tensorflow_in_workers(
                                  *extra)
     assert "written 0 videos into 0 shards, kept 4 finished shards" in again and not probes
 
+
+
+def test_beam_pipeline_options_pass_through(videos, tmp_path, subprocess_env):
+    """Options after `--` reach Beam: the in-memory FnApiRunner encodes in the command's own
+    process (one pid, the command's), where the default would start worker processes."""
+    stdout, _, pid, probes = _build(
+        videos, tmp_path / "out", subprocess_env, "--runner=beam", "--",
+        "--runner=FnApiRunner", "--direct_num_workers=1", "--direct_running_mode=in_memory")
+    assert "written 6 videos into 4 shards" in stdout
+    assert {p["pid"] for p in probes} == {pid}
+    assert not any(p["tensorflow"] for p in probes)
