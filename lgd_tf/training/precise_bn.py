@@ -12,9 +12,15 @@ those of the GLOBAL batch (the replicas' moments are all-reduced, as a synchroni
 BatchNorm does), so the result does not depend on the number of replicas.
 """
 
+import weakref
+
 import keras
 import tensorflow as tf
 from keras import ops
+
+# model -> (strategy, traced forward pass, per-layer sums): repeated calls (an evaluation
+# curve) reuse one trace instead of tracing the model again each time.
+_CACHE = weakref.WeakKeyDictionary()
 
 
 def batch_norm_layers(model):
@@ -86,16 +92,23 @@ def recompute_batch_norm_statistics(model, dataset, num_batches=200, *, strategy
     layers = batch_norm_layers(model)
     if not layers:
         return 0
-    with strategy.scope():
-        sums = [[tf.Variable(tf.zeros(layer.moving_mean.shape), trainable=False,
-                             aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
-                 for _ in range(2)] for layer in layers]
-    for layer, layer_sums in zip(layers, sums, strict=True):
-        layer.call = _batch_statistics_call(layer, layer_sums)
+    cached = _CACHE.get(model)
+    if cached is None or cached[0] is not strategy or len(cached[2]) != len(layers):
+        with strategy.scope():
+            sums = [[tf.Variable(tf.zeros(layer.moving_mean.shape), trainable=False,
+                                 aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+                     for _ in range(2)] for layer in layers]
 
-    @tf.function
-    def forward(clips):
-        strategy.run(lambda c: model(c, training=False), args=(clips,))
+        @tf.function(reduce_retracing=True)
+        def forward(clips):
+            strategy.run(lambda c: model(c, training=False), args=(clips,))
+
+        cached = _CACHE[model] = (strategy, forward, sums)
+    _, forward, sums = cached
+    for layer, layer_sums in zip(layers, sums, strict=True):
+        for total in layer_sums:
+            total.assign(tf.zeros_like(total))
+        layer.call = _batch_statistics_call(layer, layer_sums)
 
     count = 0
     try:

@@ -78,6 +78,11 @@ def check(strategy=None):
     else:
         with strategy.scope():
             model = _model()
+    # A first call on other data: the second one (which reuses the traced pass) must not
+    # depend on it.
+    other = tf.data.Dataset.from_tensor_slices(
+        rng.normal(-3.0, 0.5, (16, 2, 3, 3, 4)).astype(np.float32)).batch(8)
+    precise_bn.recompute_batch_norm_statistics(model, other, strategy=strategy)
     used = precise_bn.recompute_batch_norm_statistics(model, dataset, num_batches=5,
                                                       strategy=strategy)
     reference = _reference(model, batches)
