@@ -137,6 +137,25 @@ def sample_clip(rng, *, directions=DEFAULT_DIRECTIONS, label=None, num_frames=NU
     return Clip(frames, label, names, starts)
 
 
+def pair_label(clip, directions=DEFAULT_DIRECTIONS):
+    """The pretext label of a clip: the pair (d_a, d_b) as `n * index(d_a) + index(d_b)`.
+
+    Unlike the relation, this label is additive over the two objects (a class logit
+    A_i(object a) + B_j(object b) expresses it), so global average pooling + a linear
+    classifier over local features can learn it: it trains direction features in every row.
+    """
+    index = {name: i for i, name in enumerate(directions)}
+    return len(directions) * index[clip.directions[0]] + index[clip.directions[1]]
+
+
+def sample_batch(rng, batch_size, *, pretext=False, directions=DEFAULT_DIRECTIONS):
+    """`batch_size` fresh clips: (frames uint8 (B, NUM_FRAMES, FRAME_SIZE, FRAME_SIZE, 3),
+    labels int32 (B,)), relation labels (uniform), or the pair labels with `pretext`."""
+    clips = [sample_clip(rng, directions=directions) for _ in range(batch_size)]
+    labels = [pair_label(c, directions) if pretext else c.label for c in clips]
+    return np.stack([c.frames for c in clips]), np.asarray(labels, np.int32)
+
+
 def generate(num_clips, seed, *, directions=DEFAULT_DIRECTIONS, **kwargs):
     """`num_clips` clips with balanced labels (each label num_clips / K times, shuffled)."""
     rng = np.random.default_rng(seed)

@@ -118,13 +118,22 @@ class LGDBlock(keras.layers.Layer):
             nothing else about v2's initialisation); with Glorot W^{x,g} the gate starts at
             sigmoid of a random projection of g, around 0.5 but different per channel and clip.
         kernel_initializer: initialiser of the projection factors (Glorot, Sec. 5.2).
+        projection_bias: a bias in each projection W (not in Eq. 2-3; the authors' public
+            PyTorch code, `model/lgd_p3d_resnet.py` of ZhaofanQiu/Optimization-Planning-for-
+            3D-ConvNets, builds each factor as an `nn.Linear`). Initialised as the last
+            `nn.Linear` factor's bias: U(+-1 / sqrt(rank)). Default False (the paper).
+        pool_block_input: the order of that code: g_l = ReLU(W^{g,x} P(x_{l-1}) +
+            W^{g,g} g_{l-1}) from the block's INPUT, then x_l = ReLU(F(x_{l-1}) +
+            US(W^{x,g} g_l)) with the NEW g_l. Default False (Eq. 2 then Eq. 3); "lgd" and
+            "v2" only (v1 has no W^{g,x}).
 
     Call on `[x, g]` with x `(B, T, H, W, C_in)`, g `(B, C_g)`; returns `[x_l, g_l]` with
     x_l `(B, T', H', W', C)` and g_l `(B, C)`.
     """
 
     def __init__(self, local_unit, rank_ratio=16, variant="lgd", zero_init_global_residual=False,
-                 kernel_initializer="glorot_uniform", **kwargs):
+                 kernel_initializer="glorot_uniform", projection_bias=False,
+                 pool_block_input=False, **kwargs):
         super().__init__(**kwargs)
         if variant not in VARIANTS:
             raise ValueError(f"`variant` must be one of {VARIANTS}. Received: {variant!r}")
@@ -137,6 +146,10 @@ class LGDBlock(keras.layers.Layer):
         self.variant = variant
         self.zero_init_global_residual = bool(zero_init_global_residual)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.projection_bias = bool(projection_bias)
+        self.pool_block_input = bool(pool_block_input)
+        if self.pool_block_input and variant == "v1":
+            raise ValueError("`pool_block_input=True` needs W^{g,x}: variant 'lgd' or 'v2'.")
 
     def build(self, input_shape):
         x_shape, g_shape = input_shape
@@ -147,24 +160,40 @@ class LGDBlock(keras.layers.Layer):
         channels = self.local_unit.compute_output_shape(x_shape)[-1]
         rank = max(1, channels // self.rank_ratio)
         init = keras.initializers.serialize(self.kernel_initializer)
+        bias = {"use_bias": self.projection_bias, "bias_initializer": {
+            "class_name": "RandomUniform",
+            "config": {"minval": -rank**-0.5, "maxval": rank**-0.5}}}
         self.global_to_local = LowRankDense(
             channels, rank, down_initializer=init,
             up_initializer="zeros" if self.zero_init_global_residual else init,
-            dtype=self.dtype_policy, name="global_to_local")
-        self.global_to_local.build(g_shape)
+            dtype=self.dtype_policy, name="global_to_local", **bias)
+        self.global_to_local.build((None, channels) if self.pool_block_input else g_shape)
         if self.variant != "v1":
             self.local_to_global = LowRankDense(
                 channels, rank, down_initializer=init, up_initializer=init,
-                dtype=self.dtype_policy, name="local_to_global")
+                dtype=self.dtype_policy, name="local_to_global", **bias)
             self.global_to_global = LowRankDense(
                 channels, rank, down_initializer=init, up_initializer=init,
-                dtype=self.dtype_policy, name="global_to_global")
-            self.local_to_global.build((None, channels))
+                dtype=self.dtype_policy, name="global_to_global", **bias)
+            self.local_to_global.build(
+                (None, x_shape[-1]) if self.pool_block_input else (None, channels))
             self.global_to_global.build(g_shape)
         self.channels = channels
 
+    def _call_pooling_block_input(self, x, g, training):
+        """`pool_block_input=True`: g_l from P(x_{l-1}) first, then x_l with the new g_l."""
+        pooled = ops.mean(x, axis=(1, 2, 3))
+        g_out = ops.relu(self.local_to_global(pooled) + self.global_to_global(g))
+        f = self.local_unit(x, training=training)
+        residual = self.global_to_local(g_out)[:, None, None, None, :]
+        if self.variant == "v2":
+            return [ops.relu(f * ops.sigmoid(residual)), g_out]
+        return [ops.relu(f + residual), g_out]
+
     def call(self, inputs, training=None):
         x, g = inputs
+        if self.pool_block_input:
+            return self._call_pooling_block_input(x, g, training)
         f = self.local_unit(x, training=training)
         residual = self.global_to_local(g)
         hooks = getattr(_PLAIN, "hooks", None)
@@ -199,4 +228,7 @@ class LGDBlock(keras.layers.Layer):
             "zero_init_global_residual": self.zero_init_global_residual,
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
         })
+        if self.projection_bias or self.pool_block_input:
+            config.update({"projection_bias": self.projection_bias,
+                           "pool_block_input": self.pool_block_input})
         return config

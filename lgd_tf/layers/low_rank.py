@@ -18,12 +18,16 @@ class LowRankDense(keras.layers.Layer):
         down_initializer: initialiser of W2 (Glorot by default, Sec. 5.2).
         up_initializer: initialiser of W1; `"zeros"` makes W = 0 at init while both
             factors still receive gradients through W1 (used for W^{x,g}, Sec. 5.2).
+        use_bias: add a bias b, `y = W1 (W2 x) + b` (the paper's W has none; the authors'
+            public code uses `nn.Linear` factors, which have).
+        bias_initializer: initialiser of b.
 
     Input `(..., C_in)` -> output `(..., units)`.
     """
 
     def __init__(self, units, rank, down_initializer="glorot_uniform",
-                 up_initializer="glorot_uniform", **kwargs):
+                 up_initializer="glorot_uniform", use_bias=False, bias_initializer="zeros",
+                 **kwargs):
         super().__init__(**kwargs)
         if int(units) < 1 or int(rank) < 1:
             raise ValueError(
@@ -32,6 +36,8 @@ class LowRankDense(keras.layers.Layer):
         self.rank = int(rank)
         self.down_initializer = keras.initializers.get(down_initializer)
         self.up_initializer = keras.initializers.get(up_initializer)
+        self.use_bias = bool(use_bias)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
 
     def build(self, input_shape):
         in_dim = input_shape[-1]
@@ -41,9 +47,13 @@ class LowRankDense(keras.layers.Layer):
             name="down", shape=(in_dim, self.rank), initializer=self.down_initializer)
         self.up = self.add_weight(
             name="up", shape=(self.rank, self.units), initializer=self.up_initializer)
+        if self.use_bias:
+            self.bias = self.add_weight(
+                name="bias", shape=(self.units,), initializer=self.bias_initializer)
 
     def call(self, inputs):
-        return keras.ops.matmul(keras.ops.matmul(inputs, self.down), self.up)
+        outputs = keras.ops.matmul(keras.ops.matmul(inputs, self.down), self.up)
+        return outputs + self.bias if self.use_bias else outputs
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.units,)
@@ -56,4 +66,7 @@ class LowRankDense(keras.layers.Layer):
             "down_initializer": keras.initializers.serialize(self.down_initializer),
             "up_initializer": keras.initializers.serialize(self.up_initializer),
         })
+        if self.use_bias:
+            config.update({"use_bias": True, "bias_initializer":
+                           keras.initializers.serialize(self.bias_initializer)})
         return config

@@ -99,9 +99,11 @@ def recompute_batch_norm_statistics(model, dataset, num_batches=200, *, strategy
                                  aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
                      for _ in range(2)] for layer in layers]
 
+        model_ref = weakref.ref(model)  # the cache must not keep the model alive
+
         @tf.function(reduce_retracing=True)
         def forward(clips):
-            strategy.run(lambda c: model(c, training=False), args=(clips,))
+            strategy.run(lambda c: model_ref()(c, training=False), args=(clips,))
 
         cached = _CACHE[model] = (strategy, forward, sums)
     _, forward, sums = cached

@@ -119,3 +119,17 @@ def test_no_unit_of_the_small_backbone_sees_both_corners():
     needed = far_y - rt.REGION + 2
     assert needed == rt.FRAME_SIZE - 2 * rt.REGION + 2 == 70
     assert max(extent) < needed and far_x == far_y
+
+
+def test_sample_batch_labels_match_the_drawn_directions():
+    rng = np.random.default_rng(5)
+    frames, labels = rt.sample_batch(rng, 16)
+    again, pair = rt.sample_batch(np.random.default_rng(5), 16, pretext=True)
+    np.testing.assert_array_equal(frames, again)  # the same stream: the same clips
+    assert frames.shape == (16, rt.NUM_FRAMES, rt.FRAME_SIZE, rt.FRAME_SIZE, 3)
+    origins = rt.region_origins()
+    for clip, relation, joint in zip(frames, labels, pair, strict=True):
+        a, b = (_measured_direction(clip, o)[0] for o in origins)
+        index = {"left": 0, "right": 1}
+        assert joint == 2 * index[a] + index[b]
+        assert relation == (0 if a == b else 1)
