@@ -21,7 +21,8 @@ def affine(layer):
 
 
 def numpy_block_input_order(x, f, g, block):
-    """g_l = ReLU(W^{g,x} P(x_{l-1}) + b + W^{g,g} g_{l-1} + b'), x_l = ReLU(F + US(W^{x,g} g_l + b''))."""
+    """g_l = ReLU(W^{g,x} P(x_{l-1}) + b + W^{g,g} g_{l-1} + b'), then
+    x_l = ReLU(F + US(W^{x,g} g_l + b''))."""
     (w_gx, b_gx), (w_gg, b_gg), (w_xg, b_xg) = (
         affine(block.local_to_global), affine(block.global_to_global),
         affine(block.global_to_local))
