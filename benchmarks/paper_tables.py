@@ -46,9 +46,10 @@ Usage:
   python benchmarks/paper_tables.py --json results.json    # 5 seeds
 
 Budget: one step of batch 24 takes about 0.06 s on 2 idle cores; a stage-1 row of a seed
-(140 steps, 5 eval points, three traced functions) about 30 s idle, so full mode (5 seeds x
-(5 rows + 2 half-length stage-2 rows)) is designed for about 15-20 minutes and --quick for
-about 4 on 2 idle cores; the time of a run is printed and written to the JSON.
+(90 steps, 4 eval points, three traced functions) took 105 s on the shared machine at load
+16, so full mode (5 seeds x (5 rows + 2 half-length stage-2 rows)) is designed for well under
+30 minutes and --quick (2 seeds, the first two of a full run) for under 10 on 2 idle cores;
+the time of a run is printed and written to the JSON.
 """
 
 import argparse
@@ -343,12 +344,12 @@ def orderings(summaries):
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true",
-                        help="2 seeds, 30 pretext + 60 relation steps")
+                        help="2 seeds (the first 2 of a full run: the same figures)")
     parser.add_argument("--json", help="write the results to this JSON file")
     parser.add_argument("--seeds", type=int, help="default 5 (2 with --quick)")
-    parser.add_argument("--pretext_steps", type=int, help="default 40 (30 with --quick)")
-    parser.add_argument("--steps", type=int, help="relation steps, default 100 (60 quick)")
-    parser.add_argument("--eval_every", type=int, help="default 25 (20 with --quick)")
+    parser.add_argument("--pretext_steps", type=int, default=30)
+    parser.add_argument("--steps", type=int, default=60, help="relation steps")
+    parser.add_argument("--eval_every", type=int, default=20)
     parser.add_argument("--batch_size", type=int, default=24)
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--warmup", type=int, default=20)
@@ -356,11 +357,8 @@ def parse_args(argv):
     parser.add_argument("--precise_bn_batches", type=int, default=4)
     parser.add_argument("--rows", default=",".join(ROWS), help="comma-separated subset")
     args = parser.parse_args(argv)
-    quick = {"seeds": 2, "pretext_steps": 30, "steps": 60, "eval_every": 20}
-    full = {"seeds": 5, "pretext_steps": 40, "steps": 100, "eval_every": 25}
-    for key, value in (quick if args.quick else full).items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
+    if args.seeds is None:
+        args.seeds = 2 if args.quick else 5
     args.rows = [r for r in ROWS if r in args.rows.split(",")]
     return args
 
