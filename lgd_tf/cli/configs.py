@@ -21,7 +21,7 @@ import keras
 
 import gin
 from lgd_tf import data, models
-from lgd_tf.training import evaluation, loop, schedules, two_stage
+from lgd_tf.training import evaluation, loop, run_folder, schedules, two_stage
 from lgd_tf.training.errors import TrainingError
 
 lgd3d = gin.external_configurable(models.lgd3d, module="lgd_tf.models")
@@ -36,7 +36,7 @@ data_sources = gin.external_configurable(
 fit_two_stage = gin.external_configurable(
     two_stage.fit_two_stage, module="lgd_tf.training",
     denylist=["model_dir", "strategy", "sources", "fit_stage_fn", "stage_scope",
-              "evaluate_fn", "stop", "after_stage"])
+              "evaluate_fn", "stop", "after_stage", "video_spec_fn"])
 fit_stage = gin.external_configurable(
     loop.fit_stage, module="lgd_tf.training",
     denylist=["stage", "model", "strategy", "train_pattern", "stage_dir", "num_classes",
@@ -160,6 +160,14 @@ def operative_config_text():
     return (text.rstrip() + "\n\n# The evaluation sampling of the config (not used by this "
             "run):\n" + "".join(line + "\n" for line in macros) + "\n"
             + "\n\n".join(sampling) + "\n")
+
+
+def video_spec(architecture):
+    """The run's video spec (`run_folder.video_spec`) from the active scope's bindings of
+    `lgd_tf.data.train_dataset.crop_size` and `lgd_tf.data.eval_dataset.*`."""
+    crop = gin.get_bindings("lgd_tf.data.train_dataset").get("crop_size")
+    return run_folder.video_spec(architecture, crop,
+                                 gin.get_bindings("lgd_tf.data.eval_dataset"))
 
 
 SAMPLING = ("model", "num_clips", "num_crops", "short_side", "temporal_stride", "short_video")

@@ -66,7 +66,7 @@ def train_configured(model_dir, strategy, *, evaluate=True, **overrides):
 
         results, model = configs.call(
             configs.fit_two_stage, run, strategy, sources, fit_stage_fn=configs.fit_stage,
-            stage_scope=configs.STAGE_SCOPE,
+            stage_scope=configs.STAGE_SCOPE, video_spec_fn=configs.video_spec,
             evaluate_fn=evaluate_fn if sources.eval_pattern else None, stop=stop,
             after_stage=after_stage, **overrides)
         if not chief:
