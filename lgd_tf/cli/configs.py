@@ -90,6 +90,46 @@ def resolve_gin_file(name):
                         f"{', '.join(packaged_configs())})")
 
 
+def record_config(record):
+    """The gin config a run record stands for at evaluation: its classes, its eval data (the
+    macro EVAL_PATTERN, so `--gin_bindings="EVAL_PATTERN='...'"` gives other data) and its
+    evaluation sampling (`lgd_tf.data.eval_dataset.*`, each overridable by a binding)."""
+    spec = record.video_spec
+    kind = spec["model_type"][-2:]
+    lines = [f"EVAL_PATTERN = {record.data.get('eval_pattern')!r}",
+             "lgd_tf.training.data_sources.eval_pattern = %EVAL_PATTERN",
+             f"lgd_tf.training.data_sources.num_classes = {len(record.class_names)}",
+             f"lgd_tf.data.eval_dataset.model = {kind!r}",
+             f"lgd_tf.data.eval_dataset.modality = {spec['modality']!r}",
+             f"lgd_tf.data.eval_dataset.{'num_frames' if kind == '3d' else 'num_segments'} = "
+             f"{spec['num_frames']}"]
+    lines += [f"lgd_tf.data.eval_dataset.{name} = {value!r}"
+              for name, value in sorted(spec["eval"].items())]
+    return "\n".join(lines) + "\n"
+
+
+def parse_record(record, gin_bindings=()):
+    """Parses `record_config(record)` after `DEFAULTS`, then the bindings; one-line
+    `TrainingError` on a problem."""
+    gin.clear_config()
+    try:
+        gin.parse_config(DEFAULTS)
+        gin.parse_config(record_config(record))
+        gin.parse_config_files_and_bindings([], list(gin_bindings))
+    except (SyntaxError, ValueError, KeyError, TypeError) as error:
+        gin.clear_config()
+        message = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+        raise TrainingError(f"bad --gin_bindings: {message}") from None
+    check_macros_used(gin_bindings)
+
+
+def eval_sampling(stage):
+    """The evaluation sampling bound in `stage`'s scope: {setting: value}."""
+    with STAGE_SCOPE(stage):
+        bound = gin.get_bindings("lgd_tf.data.eval_dataset")
+    return {k: v for k, v in bound.items() if k in run_folder.EVAL_SAMPLING}
+
+
 def parse(gin_files, gin_bindings=(), search_paths=(), *, finalize=True):
     """Parses gin files and bindings after `DEFAULTS`; one-line `TrainingError` on a problem.
 
@@ -118,7 +158,27 @@ def parse(gin_files, gin_bindings=(), search_paths=(), *, finalize=True):
         raise TrainingError(f"bad gin config{where}: {message}") from None
     finally:
         root.removeFilter(_quiet_search_misses)
+    check_macros_used(gin_bindings)
     return paths
+
+
+def check_macros_used(gin_bindings):
+    """Refuses a binding of a macro (`TRAIN_PATTERN='...'`) that the parsed config never
+    references: gin would accept it and ignore it.
+
+    Raises:
+        TrainingError: one line naming the binding.
+    """
+    text = gin.config_str()
+    for binding in gin_bindings:
+        name = binding.split("=", 1)[0].strip()
+        if re.fullmatch(r"[A-Za-z_]\w*", name) and not re.search(rf"%{name}\b", text):
+            gin.clear_config()
+            raise TrainingError(
+                f"--gin_bindings=\"{binding.strip()}\": the config does not use {name}, so "
+                "the binding would be ignored; bind the setting itself (e.g. "
+                "lgd_tf.training.data_sources.train_pattern) or use a config that reads "
+                f"%{name}")
 
 
 def _quiet_search_misses(record):

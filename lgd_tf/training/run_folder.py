@@ -97,15 +97,20 @@ def read_class_names(path_or_folder, num_classes=None):
     return names
 
 
-def class_difference(recorded, current):
-    """What differs between two lists of class names, in words, or None."""
+def class_difference(recorded, current, recorded_as="there", current_as=None):
+    """What differs between two lists of class names, in words, or None.
+
+    `recorded_as` / `current_as` say where each list is from ("there" / "here", the counts
+    "in this run's data")."""
     recorded, current = list(recorded), list(current)
     if recorded == current:
         return None
     if len(recorded) != len(current):
-        return f"{len(recorded)} classes there, {len(current)} in this run's data"
+        counted_as = current_as or "in this run's data"
+        return f"{len(recorded)} classes {recorded_as}, {len(current)} {counted_as}"
     i = next(i for i, (a, b) in enumerate(zip(recorded, current, strict=True)) if a != b)
-    return f"class {i} is {recorded[i]!r} there and {current[i]!r} here"
+    named_as = current_as or "here"
+    return f"class {i} is {recorded[i]!r} {recorded_as} and {current[i]!r} {named_as}"
 
 
 # Keys of a serialised model that do not change the weights' meaning: names, dtype policies,
@@ -300,7 +305,8 @@ class RunFolder:
     # -- lock -------------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def locked(self):
+    def locked(self, in_use_hint="wait for that run to end (or stop it), or give another "
+               "--model_dir"):
         """Holds `model_dir/.lock` for the block (`lgd_io.files.folder_lock`): a second
         process on the folder is refused with its pid and host; a lock left by a killed
         process is taken over, and its temporary files removed.
@@ -308,8 +314,7 @@ class RunFolder:
         Raises:
             RunFailure: another live process holds the lock.
         """
-        with files.folder_lock(self.path, lock_name=LOCK, in_use_hint=(
-                "wait for that run to end (or stop it), or give another --model_dir")):
+        with files.folder_lock(self.path, lock_name=LOCK, in_use_hint=in_use_hint):
             yield self
 
     # -- what the run is ----------------------------------------------------------------------
