@@ -15,7 +15,6 @@ import logging
 import os
 import pathlib
 import re
-import tokenize
 
 import keras
 
@@ -200,7 +199,8 @@ def call(fn, *args, **kwargs):
 
 def operative_config_text():
     """gin's operative config, plus the evaluation sampling (the `eval_dataset` blocks of the
-    whole config) when the run did not evaluate (--noevaluate), so `export` can read it."""
+    whole config) when the run did not evaluate (--noevaluate): a complete record of the
+    configuration (run.json holds the video spec itself)."""
     text = gin.operative_config_str()
 
     def is_sampling(block):
@@ -228,39 +228,3 @@ def video_spec(architecture):
     crop = gin.get_bindings("lgd_tf.data.train_dataset").get("crop_size")
     return run_folder.video_spec(architecture, crop,
                                  gin.get_bindings("lgd_tf.data.eval_dataset"))
-
-
-SAMPLING = ("model", "num_clips", "num_crops", "short_side", "temporal_stride", "short_video")
-
-
-def run_eval_sampling(operative_config_path):
-    """The evaluation sampling (`lgd_tf.data.eval_dataset.*`) bound in a run's operative
-    config: {setting: value} for the settings in `SAMPLING` that the file binds.
-
-    Parsed in a clean gin state that is cleared again afterwards; unknown configurables in
-    the file (another version's) are skipped.
-    """
-    gin.clear_config()
-    try:
-        with open(operative_config_path) as f:
-            gin.parse_config(f.read(), skip_unknown=True)
-        found = {}
-        for name in SAMPLING:
-            for scope in ("", "stage2/", "stage1/"):  # evaluation may run in a stage's scope
-                try:
-                    value = gin.query_parameter(f"{scope}lgd_tf.data.eval_dataset.{name}")
-                    break
-                except ValueError:
-                    continue
-            else:
-                continue
-            while isinstance(value, gin.config.ConfigurableReference) or str(value).startswith(
-                    "%"):
-                value = gin.query_parameter(str(value))
-            found[name] = value
-        return found
-    except (SyntaxError, ValueError, KeyError, TypeError, tokenize.TokenError) as error:
-        raise TrainingError(f"cannot read {operative_config_path}: "
-                            f"{str(error).splitlines()[0]}") from None
-    finally:
-        gin.clear_config()

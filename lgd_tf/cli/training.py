@@ -111,8 +111,16 @@ def evaluate(model_dir, gin_files=(), gin_bindings=(), gin_search_paths=(), *, s
         configs.parse_record(record, gin_bindings)
         origin = "the run record" + (" and --gin_bindings" if gin_bindings else "")
     sources = _check_classes(configs.call(configs.data_sources, need_train=False), record)
+    if output_dir and os.path.realpath(output_dir) == os.path.realpath(model_dir):
+        output_dir = None  # the run folder itself: under its lock
     folder = output_dir or model_dir
     flag = "--output_dir" if output_dir else "--model_dir"
+    if output_dir:
+        try:
+            tf.io.gfile.makedirs(output_dir)
+        except (OSError, tf.errors.OpError) as error:
+            raise run_folder.BadInput(f"--output_dir={output_dir}: cannot create it: "
+                                      f"{files.failure_reason(error)}") from None
     for name in run_folder.EVAL_FILES:
         files.check_output(os.path.join(folder, name), flag)
     lock = run.locked(in_use_hint="wait for that run to end, or give --output_dir to write "

@@ -185,7 +185,8 @@ def evaluate_video_level(model_dir, sources, model=None, stage=None, *, batch_si
     if missing and not fuse_with and sources.eval_pattern not in _WARNED:
         _WARNED.add(sources.eval_pattern)  # once per pattern (evaluations during training)
         warn(f"{missing} of {len(media_ids)} eval records have no clip/media_id: "
-             "eval_predictions.csv cannot name them and --fuse_with cannot match them")
+             f"{run_folder.EVAL_PREDICTIONS} cannot name them and --fuse_with cannot match "
+             "them")
     modality = fusion.modality_of(model)
     video_scores = scores
     if fuse_with:
