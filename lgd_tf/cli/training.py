@@ -62,8 +62,8 @@ def train_configured(model_dir, strategy, *, evaluate=True, **overrides):
 
         def after_stage(stage):
             del stage
-            run_folder.write_text(run.file(run_folder.OPERATIVE_CONFIG),
-                                  configs.operative_config_text())
+            path = run.file(run_folder.OPERATIVE_CONFIG)
+            run_folder.write_text(path, configs.operative_config_text(), what=run.what(path))
 
         results, model = configs.call(
             configs.fit_two_stage, run, strategy, sources, fit_stage_fn=configs.fit_stage,

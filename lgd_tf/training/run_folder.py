@@ -120,9 +120,10 @@ _NOT_ARCHITECTURE = {"name", "dtype", "trainable", "build_config", "compile_conf
                      "registered_name", "zero_init_global_residual", "sketch_seed", "video_spec"}
 
 
-def save_model(model, path):
-    """`model.save(path)` (a `.keras` file) through a temporary name."""
-    atomic_write(path, model.save)
+def save_model(model, path, what=None):
+    """`model.save(path)` (a `.keras` file) through a temporary name; `what` names the file
+    in an error (default the path)."""
+    atomic_write(path, model.save, what=what)
 
 
 def model_architecture(model):
@@ -278,16 +279,22 @@ class RunFolder:
 
     Args:
         path: the folder (created on the first write); local or any `tf.io.gfile` path.
+        flag: the command-line flag it was given by, named in errors.
     """
 
-    def __init__(self, path):
+    def __init__(self, path, flag="--model_dir"):
         self.path = os.fspath(path)
+        self.flag = flag
 
     def __repr__(self):
         return f"RunFolder({self.path!r})"
 
     def file(self, name):
         return os.path.join(self.path, name)
+
+    def what(self, path):
+        """How an error names a file of the run: "runs/x/run.json (--model_dir)"."""
+        return f"{path} ({self.flag})"
 
     def stage_dir(self, stage):
         return os.path.join(self.path, stage)
@@ -300,7 +307,8 @@ class RunFolder:
         try:
             tf.io.gfile.makedirs(self.path)
         except (OSError, tf.errors.OpError) as error:
-            raise RunFailure(f"cannot create {self.path}: {failure_reason(error)}") from None
+            raise RunFailure(f"cannot create {self.flag}={self.path}: "
+                             f"{failure_reason(error)}") from None
 
     # -- lock -------------------------------------------------------------------------------
 
@@ -382,7 +390,8 @@ class RunFolder:
             updated["data"] = dict(data)
         self._write_record(record, updated)
         if self.read_class_names() != list(class_names):
-            write_text(self.file(CLASS_NAMES), "\n".join(class_names) + "\n")
+            write_text(self.file(CLASS_NAMES), "\n".join(class_names) + "\n",
+                       what=self.what(self.file(CLASS_NAMES)))
 
     def finish_stage(self, stage):
         """Records in run.json that `stage`'s final `.keras` is written."""
@@ -395,7 +404,7 @@ class RunFolder:
             from lgd_tf import __version__
 
             updated.setdefault("lgd_tf_version", __version__)
-            write_json(self.file(RUN_RECORD), updated)
+            write_json(self.file(RUN_RECORD), updated, what=self.what(self.file(RUN_RECORD)))
 
     def read_run(self):
         """The run record (`RunRecord`) of a finished or running training run.

@@ -216,7 +216,7 @@ def fit_two_stage(model_dir, strategy, sources, *, model_fn=None, stages=STAGES,
                 final = run.stage_model(stage)
                 if results[stage].steps > results[stage].start_step or not tf.io.gfile.exists(
                         final):
-                    run_folder.save_model(model, final)
+                    run_folder.save_model(model, final, what=run.what(final))
                 run.finish_stage(stage)
                 if after_stage is not None:
                     after_stage(stage)
