@@ -41,7 +41,7 @@ import sys
 
 from absl import flags
 
-from lgd_io.errors import BadInput
+from lgd_io.errors import BadInput, one_line
 from lgd_tf.cli.command import Command
 
 PROGRAM = "lgd_tf.explain"
@@ -106,10 +106,15 @@ def explain(fv):
         raise BadInput(f"Unknown --class_name {fv.class_name!r}; the model's classes are: "
                        f"{', '.join(class_names)}")
     print(f"sampling: {describe_sampling(sampling)} ({origin})", flush=True)
-    explanation = explain_lib.explain_video((model, class_names), fv.video,
-                                            class_name=fv.class_name, layer=fv.stage,
-                                            score=fv.score, method=fv.method,
-                                            sampling=sampling)
+    from lgd_tf.data import VideoError
+
+    try:
+        explanation = explain_lib.explain_video((model, class_names), fv.video,
+                                                class_name=fv.class_name, layer=fv.stage,
+                                                score=fv.score, method=fv.method,
+                                                sampling=sampling)
+    except VideoError as error:  # the video cannot be decoded: the user's input
+        raise BadInput(f"--video={fv.video}: {one_line(error)}") from None
     video_path, png_path = explain_lib.write_explanation(
         explanation, fv.output, fps=fv.fps, min_side=fv.min_side, grid_frames=fv.grid_frames,
         alpha=fv.alpha)

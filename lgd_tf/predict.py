@@ -46,7 +46,7 @@ import sys
 
 from absl import flags
 
-from lgd_io.errors import BadInput
+from lgd_io.errors import BadInput, one_line
 from lgd_tf.cli.command import Command
 from lgd_tf.serving import fusion
 from lgd_tf.serving.predict import (  # noqa: F401  (the library API, importable from here too)
@@ -109,6 +109,15 @@ def _sampling_lines(prediction):
 
 def predict(fv):
     _check_flags(fv)
+    from lgd_tf.data import VideoError
+
+    try:
+        _predict(fv)
+    except VideoError as error:  # the video cannot be decoded: the user's input
+        raise BadInput(f"--video={fv.video}: {one_line(error)}") from None
+
+
+def _predict(fv):
     prediction = predict_video(
         fv.model, fv.video, fuse_with=fv.fuse_with, fusion_weight=fv.fusion_weight,
         num_clips=fv.num_clips, num_crops=fv.num_crops, short_side=fv.short_side)

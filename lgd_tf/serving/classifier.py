@@ -13,6 +13,7 @@ import json
 import numpy as np
 import tensorflow as tf
 
+from lgd_io.errors import BadInput
 from lgd_tf.serving import loading, module
 
 
@@ -153,7 +154,6 @@ class EdgeClassifier:
 
 
 def _edge_runner(source):
-    from lgd_io.errors import BadInput
     from lgd_tf.serving import litert
 
     if source.kind == "litert":
@@ -176,7 +176,7 @@ def _load_saved_model(saved_model_dir):
         class_names = [n.decode("utf-8") for n in loaded.class_names.numpy()]
         sampling = module.Sampling(**json.loads(loaded.sampling_json.numpy().decode("utf-8")))
     except (KeyError, AttributeError) as error:
-        raise ValueError(
+        raise BadInput(
             f"{saved_model_dir} is not an lgd_tf export (needs the {module.SERVE_FRAMES} "
             f"signature, class names and sampling). Received: {loading.one_line(error)}"
         ) from error

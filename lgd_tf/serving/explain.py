@@ -51,6 +51,7 @@ import pathlib
 import numpy as np
 import tensorflow as tf
 
+from lgd_io.errors import BadInput
 from lgd_tf.serving import loading, module
 
 LAYERS = ("local", "res2", "res3", "res4", "res5")
@@ -110,7 +111,7 @@ def _head(model):
         dense = model.get_layer("combined_logits")
         return ("combined logit (Eq. 4-5)",
                 lambda f: dense(sketch([f["local"], f["global"]])))
-    raise ValueError(
+    raise BadInput(
         "Grad-CAM needs an lgd_tf classifier with a stage-1 (local_logits) or stage-2 "
         f"(combined_logits) head. Received: a model with layers {sorted(names)[:8]}...")
 
@@ -119,7 +120,7 @@ def _backbone(model):
     try:
         return model.get_layer("backbone")
     except ValueError as error:
-        raise ValueError("Grad-CAM needs an lgd_tf classifier with a nested 'backbone'. "
+        raise BadInput("Grad-CAM needs an lgd_tf classifier with a nested 'backbone'. "
                          f"Received: {model.name}") from error
 
 
@@ -307,7 +308,7 @@ def grad_cam(model, clip, class_index, layer="local", score="logit", method="gra
 def covering_indices(num_frames, sampling):
     """Frame indices `(K, T)` of views that together contain every frame (see module doc)."""
     if num_frames < 1:
-        raise ValueError("The video has no frames")
+        raise BadInput("The video has no frames")
     if sampling.model == "2d":
         from lgd_tf.data import sampling as sampling_lib
 
@@ -350,7 +351,7 @@ def explain_frames(model, frames, class_names, *, class_name=None, layer="local"
     index = None
     if class_name is not None:
         if class_name not in class_names:
-            raise ValueError(f"Unknown --class_name {class_name!r}; the model's classes are: "
+            raise BadInput(f"Unknown --class_name {class_name!r}; the model's classes are: "
                              f"{', '.join(class_names)}")
         index = class_names.index(class_name)
     sampling = sampling or module.default_sampling(model)
@@ -439,10 +440,10 @@ def explain_video(model, video, *, class_name=None, layer="local", score="logit"
     check_method(method)
     _head(keras_model)
     if module.clip_spec(keras_model)[-1] != 3:
-        raise ValueError("Grad-CAM overlays need an RGB model (3 input channels)")
+        raise BadInput("Grad-CAM overlays need an RGB model (3 input channels)")
     video = pathlib.Path(video)
     if not video.is_file():
-        raise ValueError(f"No video file at {video}")
+        raise BadInput(f"No video file at {video}")
     height, width = module.clip_spec(keras_model)[1:3]
     if height is not None and width is not None:
         frames = data.decode_video(video)

@@ -34,10 +34,10 @@ import tensorflow as tf
 from lgd_io import files
 from lgd_io.errors import BadInput, RunFailure
 from lgd_tf.serving import loading, module
+from lgd_tf.training.run_folder import LOCK  # held by the export writing into the folder
 
 KERAS_FILE = "model.keras"
 EXPORT_RECORD = "export.json"
-LOCK = ".lock"  # held by the export writing into the folder (lgd_io.files.folder_lock)
 FORMATS = ("saved_model", "litert", "onnx")
 EDGE_FILES = {"litert": "model.tflite", "onnx": "model.onnx"}
 # When neither the caller nor a training run gives them (module.default_sampling takes the
@@ -55,10 +55,14 @@ class ExportWriteError(RunFailure, OSError):
     """
 
     def __init__(self, export_dir, reason):
-        super().__init__(f"cannot write the export in {export_dir}: {reason}; what was in it "
-                         "before is unchanged")
+        self.message = (f"cannot write the export in {export_dir}: {reason}; what was in it "
+                        "before is unchanged")
+        super().__init__(self.message)
         self.filename = str(export_dir)
         self.reason = reason
+
+    def __str__(self):
+        return self.message
 
 
 @dataclasses.dataclass(frozen=True)
