@@ -103,8 +103,11 @@ def load_stage_model(model_dir, stage=None):
     for name in candidates:
         path = run.stage_model(name)
         if tf.io.gfile.exists(path):
-            with SafeModeScope(True):  # even if the process enabled unsafe deserialization
-                return keras.saving.load_model(path, compile=False), name
+            try:
+                with SafeModeScope(True):  # even if the process enabled unsafe deserialization
+                    return keras.saving.load_model(path, compile=False), name
+            except (ValueError, TypeError, KeyError, OSError) as error:  # foreign or corrupt
+                raise TrainingError(f"cannot load {run.what(path)}: {one_line(error)}") from None
     raise TrainingError(f"no trained model in {model_dir}: expected "
                         f"{' or '.join(run_folder.stage_file(c) for c in candidates)}")
 
