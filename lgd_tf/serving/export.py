@@ -33,13 +33,16 @@ import tensorflow as tf
 
 from lgd_io import files
 from lgd_io.errors import BadInput, RunFailure
-from lgd_tf.serving import loading, module
+from lgd_tf.serving import loading, module, spec
+from lgd_tf.serving.spec import (  # noqa: F401  (the export folder's files, defined there)
+    EDGE_FILES,
+    EXPORT_RECORD,
+    KERAS_FILE,
+    read_export_record,
+)
 from lgd_tf.training.run_folder import LOCK  # held by the export writing into the folder
 
-KERAS_FILE = "model.keras"
-EXPORT_RECORD = "export.json"
 FORMATS = ("saved_model", "litert", "onnx")
-EDGE_FILES = {"litert": "model.tflite", "onnx": "model.onnx"}
 # When neither the caller nor a training run gives them (module.default_sampling takes the
 # Sec. 5.2 defaults of num_clips and short_side for the model type).
 DEFAULT_NUM_CROPS = 1
@@ -91,16 +94,6 @@ def describe_sampling(sampling):
     return f"{views}, short side {sampling.short_side}, {sampling.short_video}"
 
 
-def read_export_record(folder):
-    """`folder/export.json` as a dict, or None when there is none (or it is unreadable)."""
-    path = pathlib.Path(folder) / EXPORT_RECORD
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) and "sampling" in record else None
-
-
 def export_model(model_dir_or_keras_path, export_dir, *, version=1, class_names=None, top_k=5,
                  model_type=None, num_clips=None, num_crops=None, short_side=None,
                  temporal_stride=None, short_video=None, format="saved_model", quantize=None,
@@ -138,8 +131,6 @@ def export_model(model_dir_or_keras_path, export_dir, *, version=1, class_names=
         RunFailure: another export is writing into `export_dir`.
         ExportWriteError: writing failed; what export_dir held before is unchanged.
     """
-    from lgd_tf.serving import spec
-
     _check_arguments(format, quantize, version)
     version = int(version)
     export_dir = pathlib.Path(export_dir)

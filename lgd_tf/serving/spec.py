@@ -17,6 +17,7 @@ score a video the same way:
 """
 
 import dataclasses
+import json
 import os
 import pathlib
 
@@ -25,6 +26,10 @@ from lgd_tf.serving import loading, module
 
 KERAS_SUFFIX = ".keras"
 EDGE_SUFFIXES = {".tflite": "litert", ".onnx": "onnx"}
+# The files of an export folder (lgd_tf.serving.export writes them).
+KERAS_FILE = "model.keras"
+EXPORT_RECORD = "export.json"
+EDGE_FILES = {"litert": "model.tflite", "onnx": "model.onnx"}
 MODEL_TYPES = {"lgd3d": "3d", "lgd2d": "2d"}
 SAMPLING_KEYS = ("num_clips", "num_crops", "short_side", "temporal_stride", "short_video")
 
@@ -99,8 +104,6 @@ def _resolve_file(path, flag):
 
 
 def _resolve_folder(path, gradients):
-    from lgd_tf.serving import export
-
     run_folder = _run_folder()
     if (path / run_folder.RUN_RECORD).is_file():
         run = run_folder.RunFolder(path).read_run()
@@ -115,40 +118,46 @@ def _resolve_folder(path, gradients):
         if (path / name).is_file():
             return _keras_source(path / name)
     if not gradients:
-        for kind, name in export.EDGE_FILES.items():
+        for kind, name in EDGE_FILES.items():
             if (path / name).is_file():
                 return _edge_source(path / name, kind)
-    if (path / export.KERAS_FILE).is_file():
-        return _keras_source(path / export.KERAS_FILE)
+    if (path / KERAS_FILE).is_file():
+        return _keras_source(path / KERAS_FILE)
     if saved_model is not None:
         return ModelSource("saved_model", saved_model, str(path))
-    for kind, name in export.EDGE_FILES.items():
+    for kind, name in EDGE_FILES.items():
         if (path / name).is_file():
             return ModelSource(kind, path / name, str(path))
     return None
 
 
-def _keras_source(path):
-    from lgd_tf.serving import export
+def read_export_record(folder):
+    """`folder/export.json` as a dict, or None when there is none (or it is unreadable)."""
+    path = pathlib.Path(folder) / EXPORT_RECORD
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and "sampling" in record else None
 
-    record = export.read_export_record(path.parent)
-    if record is not None and path.name == export.KERAS_FILE:
+
+def _keras_source(path):
+    record = read_export_record(path.parent)
+    if record is not None and path.name == KERAS_FILE:
         return ModelSource("keras", path, str(path), video_spec=record.get("video_spec"),
                            sampling=module.Sampling(**record["sampling"]),
-                           origin=f"from {path.parent / export.EXPORT_RECORD}")
+                           origin=f"from {path.parent / EXPORT_RECORD}")
     return ModelSource("keras", path, str(path))  # the spec is in the file: `with_model`
 
 
 def _edge_source(path, kind):
-    from lgd_tf.serving import export
-
-    record = export.read_export_record(path.parent)
+    record = read_export_record(path.parent)
     if record is None:
         return ModelSource(kind, path, str(path),
                            origin=f"Sec. 5.2 defaults: {path.parent} holds no export record")
     return ModelSource(kind, path, str(path), video_spec=record.get("video_spec"),
                        sampling=module.Sampling(**record["sampling"]),
-                       origin=f"from {path.parent / export.EXPORT_RECORD}",
+                       origin=f"from {path.parent / EXPORT_RECORD}",
                        class_names=tuple(record["class_names"]))
 
 

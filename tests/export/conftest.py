@@ -118,7 +118,7 @@ RUN_OPERATIVE_CONFIG = (f"eval_dataset.num_clips = {NUM_CLIPS}\n"
                         f"train_dataset.crop_size = {RUN_CROP}\n")
 
 
-def record_run(model, folder, class_names=CLASS_NAMES, eval_sampling=None):
+def record_run(model, folder, class_names=CLASS_NAMES, eval_sampling=None, crop_size=RUN_CROP):
     """A run folder for `model` as train leaves it: run.json (class names, architecture,
     video spec, data, finished stage2), class_names.txt, operative_config.gin, and
     stage2.keras carrying the video spec."""
@@ -126,7 +126,7 @@ def record_run(model, folder, class_names=CLASS_NAMES, eval_sampling=None):
 
     run = run_folder.RunFolder(folder)
     architecture = run_folder.model_architecture(model)
-    spec = run_folder.video_spec(architecture, crop_size=RUN_CROP,
+    spec = run_folder.video_spec(architecture, crop_size=crop_size,
                                  eval_sampling=eval_sampling or RUN_EVAL)
     model.video_spec = spec
     run.record(list(class_names), {"stage2": architecture}, video_spec=spec,
