@@ -23,9 +23,15 @@ upscaled so the shorter side is at least --min_side, the class name and its vide
 probability written on every frame; and OUT.png: a grid of --grid_frames frames with their
 overlays.
 
---model is a `.keras` file, a model_dir (stage2.keras, else stage1.keras) or an lgd_tf export
-dir (its model.keras is used: a SavedModel keeps no gradients of inner maps). class_names.txt
-next to the `.keras` file gives the class names.
+--model is a run folder (its final model), a `.keras` file, or an lgd_tf export dir (its
+model.keras): Grad-CAM needs gradients of the inner maps, which a SavedModel, a LiteRT or an
+ONNX file does not keep, so those are refused with one line. The frames are resized to the
+run's evaluation short side (recorded in the run folder and in every `.keras` of the run;
+--short_side overrides it); the first line says which sampling was used and where it came
+from. class_names.txt next to the `.keras` file gives the class names.
+
+OUT.mp4 and OUT.png are validated before the work and replaced together once both are
+written: a failed run leaves the old files as they were.
 
 Exit codes: 0 success; 1 failure at run time; 2 bad usage or input (a missing flag, video or
 model, an unknown --class_name, a SavedModel without model.keras). Errors are one line.
@@ -35,6 +41,7 @@ import sys
 
 from absl import flags
 
+from lgd_io.errors import BadInput, one_line
 from lgd_tf.cli.command import Command
 
 PROGRAM = "lgd_tf.explain"
@@ -43,7 +50,7 @@ METHODS = ("gradcam", "gradcam++")  # lgd_tf.serving.explain.METHODS (imported l
 
 
 def define_flags(fv):
-    flags.DEFINE_string("model", None, ".keras file, model_dir or export dir (with "
+    flags.DEFINE_string("model", None, "run folder, .keras file or export dir (with "
                         "model.keras).", flag_values=fv)
     flags.DEFINE_string("video", None, "video file to explain.", flag_values=fv)
     flags.DEFINE_string("output", None, "overlay video to write: .mp4 (or .gif); the PNG grid "
@@ -61,7 +68,7 @@ def define_flags(fv):
                       "differentiated: the class logit (Selvaraju et al.) or its log softmax.",
                       flag_values=fv)
     flags.DEFINE_integer("short_side", None, "shorter side the frames are resized to for the "
-                         "model (default: its evaluation setting, 120 for 3D).",
+                         "model (default: the run's evaluation short side).",
                          flag_values=fv)
     flags.DEFINE_integer("min_side", 256, "the overlay video is upscaled by a whole factor "
                          "until its shorter side is at least this.", flag_values=fv)
@@ -73,13 +80,13 @@ def define_flags(fv):
 def _check_flags(fv):
     for name in ("short_side", "min_side", "grid_frames"):
         if fv[name].value is not None and fv[name].value < 1:
-            raise ValueError(f"--{name} must be >= 1. Received: {fv[name].value}")
+            raise BadInput(f"--{name} must be >= 1. Received: {fv[name].value}")
     if not fv.fps > 0:
-        raise ValueError(f"--fps must be positive. Received: {fv.fps}")
+        raise BadInput(f"--fps must be positive. Received: {fv.fps}")
     if not 0.0 <= fv.alpha <= 1.0:
-        raise ValueError(f"--alpha must be in [0, 1]. Received: {fv.alpha}")
+        raise BadInput(f"--alpha must be in [0, 1]. Received: {fv.alpha}")
     if not fv.output.lower().endswith((".mp4", ".gif")):
-        raise ValueError(f"--output must end with .mp4 or .gif. Received: {fv.output}")
+        raise BadInput(f"--output must end with .mp4 or .gif. Received: {fv.output}")
 
 
 def explain(fv):
@@ -87,19 +94,27 @@ def explain(fv):
 
     _check_flags(fv)
     if not pathlib.Path(fv.video).is_file():
-        raise ValueError(f"No video file at {fv.video}")
+        raise BadInput(f"--video={fv.video}: no such file")
     from lgd_tf.serving import explain as explain_lib
-    from lgd_tf.serving import loading
+    from lgd_tf.serving import outputs
+    from lgd_tf.serving.export import describe_sampling
 
-    keras_path = explain_lib.find_model(fv.model)
-    model, class_names, _ = loading.load_keras_model(keras_path)
+    outputs.check_outputs(explain_lib.output_paths(fv.output), "--output")
+    model, class_names, sampling, origin = explain_lib.explain_sampling(
+        fv.model, short_side=fv.short_side)
     if fv.class_name is not None and fv.class_name not in class_names:
-        raise ValueError(f"Unknown --class_name {fv.class_name!r}; the model's classes are: "
-                         f"{', '.join(class_names)}")
-    explanation = explain_lib.explain_video((model, class_names), fv.video,
-                                            class_name=fv.class_name, layer=fv.stage,
-                                            score=fv.score, method=fv.method,
-                                            short_side=fv.short_side)
+        raise BadInput(f"Unknown --class_name {fv.class_name!r}; the model's classes are: "
+                       f"{', '.join(class_names)}")
+    print(f"sampling: {describe_sampling(sampling)} ({origin})", flush=True)
+    from lgd_tf.data import VideoError
+
+    try:
+        explanation = explain_lib.explain_video((model, class_names), fv.video,
+                                                class_name=fv.class_name, layer=fv.stage,
+                                                score=fv.score, method=fv.method,
+                                                sampling=sampling)
+    except VideoError as error:  # the video cannot be decoded: the user's input
+        raise BadInput(f"--video={fv.video}: {one_line(error)}") from None
     video_path, png_path = explain_lib.write_explanation(
         explanation, fv.output, fps=fv.fps, min_side=fv.min_side, grid_frames=fv.grid_frames,
         alpha=fv.alpha)

@@ -14,55 +14,57 @@ Layout written (TF Serving polls `export_dir` and serves the highest version):
     export_dir/model.keras    the same Keras model (load with keras.saving.load_model after
                               `import lgd_tf`, safe_mode=True)
     export_dir/class_names.txt
+    export_dir/export.json    what was exported: class names, model architecture, the run's
+                              input spec and the sampling (read by predict and later exports)
     export_dir/model.tflite   --format=litert, instead of export_dir/<version>/
     export_dir/model.onnx     --format=onnx (opset 17), instead of export_dir/<version>/
 
 --format=litert / onnx: input "clip" (1, T, H, W, C) uint8 pixels, output "probabilities"
 (1, K) float32 (softmax of the stage-2 head; mean of the stage-1 heads' softmaxes); T and C
-from the model, H x W the run's training crop size (lgd_tf.data.train_dataset.crop_size in its
-operative_config.gin, else 112 LGD-3D / 224 LGD-2D), or --crop_size / --input_height /
---input_width. TFLite built-in ops only (no Select-TF ops); run with ai-edge-litert or
-onnxruntime, no TensorFlow needed (docs/export_formats.md). With --eval_pattern the top-1
+from the model, H x W the run's training crop size (its run record's input spec, else 112
+LGD-3D / 224 LGD-2D), or --crop_size / --input_height / --input_width. TFLite built-in ops
+only (no Select-TF ops); run with ai-edge-litert or onnxruntime, no TensorFlow needed
+(docs/export_formats.md); `lgd_tf.predict` runs them too. With --eval_pattern the top-1
 accuracy of the exported model and of the Keras model on that evaluation set is printed.
 
 The SavedModel holds traced graphs and variables only: it runs where lgd_tf is not installed.
 An existing version is never overwritten, and a failed write leaves export_dir as it was.
+One run per export_dir: an export into a folder holding another run's export (other class
+names or another model architecture, compared with its export.json) exits 2 and changes
+nothing; export into another --export_dir. One export at a time: a second export into the
+same folder while the first writes exits 1, saying that another export is writing there.
 
-Evaluation sampling of serve_frames / serve_encoded: when --model_dir is a training run
-folder, the run's own (`lgd_tf.data.eval_dataset.*` in its operative_config.gin); flags given
-override it; otherwise Sec. 5.2 (short side 120 / 240, 15 clips / 10 frame triples), 1 crop,
-stride 1, loop. The line `sampling: ...` says what was used and where it came from.
+Evaluation sampling of serve_frames / serve_encoded: the run's (its run record, or the input
+spec a `.keras` file carries); flags given override it; for a model without a recorded spec,
+Sec. 5.2 (short side 120 / 240, 15 clips / 10 frame triples), 1 crop, stride 1, loop. The
+line `sampling: ...` says what was used and where it came from.
 
 Exit codes: 0 exported; 1 failure at run time (export_dir cannot be written: disk full,
-permission denied); 2 bad usage or input (a bad or missing flag, no model at --model_dir, a
-version that already exists, an export_dir that is a file).
+permission denied; another export is writing there); 2 bad usage or input (a bad or missing
+flag, no model at --model_dir, a version that already exists, an export_dir that is a file
+or holds another run's export).
 """
 
-import pathlib
 import sys
 import time
-import tokenize
 
 from absl import flags
 
+from lgd_io.errors import BadInput
 from lgd_tf.cli.command import Command
 from lgd_tf.serving import export as export_lib
 from lgd_tf.serving import litert, module
 from lgd_tf.serving.export import ExportResult, describe_sampling, export_model  # noqa: F401
 
 PROGRAM = "lgd_tf.export"
-OPERATIVE_CONFIG = "operative_config.gin"
-# Flags of the evaluation sampling, in the order of the run's `lgd_tf.data.eval_dataset`
-# settings they stand for (its `model` is the flag `model_type`).
-SAMPLING_FLAGS = {"model": "model_type", "num_clips": "num_clips", "num_crops": "num_crops",
-                  "short_side": "short_side", "temporal_stride": "temporal_stride",
-                  "short_video": "short_video"}
+# Flags of the evaluation sampling; given, they override the run's.
+SAMPLING_FLAGS = ("model_type", "num_clips", "num_crops", "short_side", "temporal_stride",
+                  "short_video")
 
 
 def define_flags(fv):
-    flags.DEFINE_string("model_dir", None, "model_dir of a trained model (stage2.keras else "
-                        "stage1.keras, class_names.txt, operative_config.gin), or a .keras "
-                        "file.", flag_values=fv)
+    flags.DEFINE_string("model_dir", None, "run folder of a trained model (its final "
+                        "model, class names and input spec), or a .keras file.", flag_values=fv)
     flags.DEFINE_string("export_dir", None, "output folder; the SavedModel goes to "
                         "export_dir/<version>/.", flag_values=fv)
     flags.DEFINE_integer("version", 1, "TF Serving version subdirectory.", flag_values=fv)
@@ -99,111 +101,59 @@ def define_flags(fv):
                          "videos.", flag_values=fv)
 
 
-def run_sampling(model_dir):
-    """The evaluation sampling of the training run at `model_dir` (a run folder, or a `.keras`
-    file in one): ({export_model argument: value}, operative config path), or ({}, None)."""
-    path = pathlib.Path(model_dir)
-    config = (path if path.is_dir() else path.parent) / OPERATIVE_CONFIG
-    if not path.exists() or not config.is_file():
-        return {}, None
-    from lgd_tf.cli import configs  # gin stays at the edge
-
-    try:
-        bound = configs.run_eval_sampling(str(config))
-    except tokenize.TokenError as error:  # gin's tokenizer on a truncated file
-        raise ValueError(f"cannot read {config}: {error.args[0]}") from None
-    return ({SAMPLING_FLAGS[name]: value for name, value in bound.items()
-             if name in SAMPLING_FLAGS and value is not None}, config)
-
-
-def run_crop_size(model_dir):
-    """`lgd_tf.data.train_dataset.crop_size` of the run at `model_dir` (its
-    operative_config.gin), or None."""
-    path = pathlib.Path(model_dir)
-    config = (path if path.is_dir() else path.parent) / OPERATIVE_CONFIG
-    if not path.exists() or not config.is_file():
-        return None
-    import gin  # gin stays at the edge
-    from lgd_tf.cli import configs  # noqa: F401  (registers the configurables)
-
-    gin.clear_config()
-    try:
-        gin.parse_config(config.read_text(), skip_unknown=True)
-        for scope in ("", "stage2/", "stage1/"):
-            try:
-                value = gin.query_parameter(f"{scope}lgd_tf.data.train_dataset.crop_size")
-            except ValueError:
-                continue
-            while str(value).startswith("%"):
-                value = gin.query_parameter(str(value))
-            return int(value) if value is not None else None
-        return None
-    except (SyntaxError, ValueError, KeyError, TypeError, tokenize.TokenError) as error:
-        raise ValueError(f"cannot read {config}: {str(error).splitlines()[0]}") from None
-    finally:
-        gin.clear_config()
-
-
 def _check_flags(fv):
     if fv.version < 0:
-        raise ValueError(f"--version must be >= 0. Received: {fv.version}")
+        raise BadInput(f"--version must be >= 0. Received: {fv.version}")
     for name in ("top_k", "num_clips", "short_side", "temporal_stride", "crop_size",
                  "input_height", "input_width", "eval_max_videos"):
         if fv[name].value is not None and fv[name].value < 1:
-            raise ValueError(f"--{name} must be >= 1. Received: {fv[name].value}")
+            raise BadInput(f"--{name} must be >= 1. Received: {fv[name].value}")
     edge_only = ("quantize", "crop_size", "input_height", "input_width", "eval_pattern")
     if fv.format == "saved_model":
         given = [f"--{name}" for name in edge_only if fv[name].value is not None]
         if given:
-            raise ValueError(f"{', '.join(given)} apply to --format=litert / onnx only")
+            raise BadInput(f"{', '.join(given)} apply to --format=litert / onnx only")
     if fv.quantize is not None and fv.format != "litert":
-        raise ValueError(f"--quantize applies to --format=litert only. Received: "
+        raise BadInput(f"--quantize applies to --format=litert only. Received: "
                          f"--format={fv.format}")
     if fv.num_crops not in (None, 1, 3):
-        raise ValueError(f"--num_crops must be 1 or 3. Received: {fv.num_crops}")
-
-
-def _source(config, from_run, given):
-    """Where the sampling came from: "from run/operative_config.gin; --num_clips overrides"."""
-    if from_run:
-        source = f"from {config}"
-    elif config is not None:
-        source = f"Sec. 5.2 defaults: {config} sets no lgd_tf.data.eval_dataset sampling"
-    else:
-        source = "Sec. 5.2 defaults"
-    if given:
-        source += (f"; {', '.join('--' + name for name in given)} "
-                   f"override{'s' if len(given) == 1 else ''}")
-    return source
+        raise BadInput(f"--num_crops must be 1 or 3. Received: {fv.num_crops}")
 
 
 def export(fv):
     _check_flags(fv)
-    from_run, config = run_sampling(fv.model_dir)
-    given = {flag: fv[flag].value for flag in SAMPLING_FLAGS.values()
-             if fv[flag].value is not None}
+    from lgd_tf.serving import spec
+
+    source = spec.resolve(fv.model_dir, flag="--model_dir", gradients=True)
+    sampling = {flag: fv[flag].value for flag in SAMPLING_FLAGS if fv[flag].value is not None}
     start = time.perf_counter()
     if fv.format != "saved_model":
-        return _export_edge(fv, {**from_run, **given}, start)
+        return _export_edge(fv, source, sampling, start)
     result = export_model(fv.model_dir, fv.export_dir, version=fv.version, top_k=fv.top_k,
-                          **{**from_run, **given})
-    print(f"sampling: {describe_sampling(result.sampling)} ({_source(config, from_run, given)})")
+                          source=source, **sampling)
+    print(f"sampling: {describe_sampling(result.sampling)} ({result.sampling_from})")
     print(f"SavedModel: {result.saved_model_dir} (signatures: "
           f"{', '.join(module.SIGNATURE_KEYS)}); Keras: {result.keras_path}; "
           f"{len(result.class_names)} classes; {time.perf_counter() - start:.1f} s",
           flush=True)
 
 
-def _export_edge(fv, sampling, start):
-    crop = fv.crop_size or run_crop_size(fv.model_dir)
+def _export_edge(fv, source, sampling, start):
     if fv.eval_pattern is not None:
         from lgd_tf.data import pipelines
 
-        pipelines.list_files(fv.eval_pattern)  # ValueError now rather than after converting
+        pipelines.list_files(fv.eval_pattern)  # an error now rather than after converting
+    crop = fv.crop_size
     result = export_model(fv.model_dir, fv.export_dir, format=fv.format,
                           quantize=fv.quantize, input_height=fv.input_height or crop,
-                          input_width=fv.input_width or crop, **sampling)
+                          input_width=fv.input_width or crop, source=source, **sampling)
     name = {"litert": "LiteRT", "onnx": "ONNX"}[fv.format]
+    size = "--crop_size" if fv.crop_size else (
+        "--input_height / --input_width" if fv.input_height or fv.input_width else
+        ("the run's training crop" if spec_crop(source) else "the default crop of the model "
+         "type"))
+    print(f"sampling: {describe_sampling(result.sampling)} ({result.sampling_from}); input "
+          f"{result.input_shape[2]}x{result.input_shape[3]} ({size})")
     print(f"{name}: {result.model_path} (input clip {result.input_shape} uint8, output "
           f"probabilities (1, {len(result.class_names)}); "
           f"{'float32' if fv.quantize is None else fv.quantize}; "
@@ -211,27 +161,37 @@ def _export_edge(fv, sampling, start):
           f"{len(result.class_names)} classes; {time.perf_counter() - start:.1f} s",
           flush=True)
     if fv.eval_pattern is not None:
-        from lgd_tf.data import eval_dataset
-        from lgd_tf.serving import loading
+        _compare_on(fv, result, name)
 
-        model, class_names, _ = loading.load_keras_model(fv.model_dir)
-        modality = "flow" if result.input_shape[-1] == 2 else "rgb"
-        s = result.sampling
-        dataset = eval_dataset(fv.eval_pattern, model=s.model, modality=modality,
-                               num_clips=s.num_clips, num_crops=s.num_crops,
-                               num_frames=s.num_frames, num_segments=s.num_segments,
-                               short_side=s.short_side, temporal_stride=s.temporal_stride,
-                               short_video=s.short_video, num_classes=len(class_names))
-        if fv.format == "litert":
-            runner = litert.LiteRTRunner(result.model_path)
-        else:
-            from lgd_tf.serving import onnx
 
-            runner = onnx.ONNXRunner(result.model_path)
-        comparison = litert.compare_top1(runner, model, dataset,
-                                         max_videos=fv.eval_max_videos)
-        print(f"evaluation ({fv.eval_pattern}; {describe_sampling(s)}): "
-              f"{comparison.describe(name)}", flush=True)
+def spec_crop(source):
+    from lgd_tf.serving import spec
+
+    return spec.crop_size(source)
+
+
+def _compare_on(fv, result, name):
+    """Prints the top-1 of the exported and of the Keras model on --eval_pattern."""
+    from lgd_tf.data import eval_dataset
+    from lgd_tf.serving import loading
+
+    model, class_names, _ = loading.load_keras_model(result.keras_path)
+    modality = "flow" if result.input_shape[-1] == 2 else "rgb"
+    s = result.sampling
+    dataset = eval_dataset(fv.eval_pattern, model=s.model, modality=modality,
+                           num_clips=s.num_clips, num_crops=s.num_crops,
+                           num_frames=s.num_frames, num_segments=s.num_segments,
+                           short_side=s.short_side, temporal_stride=s.temporal_stride,
+                           short_video=s.short_video, num_classes=len(class_names))
+    if fv.format == "litert":
+        runner = litert.LiteRTRunner(result.model_path)
+    else:
+        from lgd_tf.serving import onnx
+
+        runner = onnx.ONNXRunner(result.model_path)
+    comparison = litert.compare_top1(runner, model, dataset, max_videos=fv.eval_max_videos)
+    print(f"evaluation ({fv.eval_pattern}; {describe_sampling(s)}): "
+          f"{comparison.describe(name)}", flush=True)
 
 
 COMMAND = Command(PROGRAM, __doc__, define_flags, export, required=["model_dir", "export_dir"])

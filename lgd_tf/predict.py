@@ -5,9 +5,22 @@ r"""`python -m lgd_tf.predict --model=PATH --video=a.mp4`: top-k labels of one v
 
 The video is decoded with PyAV and scored as evaluation does (Sec. 5.2): `eval_views` samples
 the clips (3D) or frame tuples (2D) over the whole video, the views' class probabilities are
-averaged. `--model` is an export dir (with or without the version subdirectory; its sampling
-was fixed by lgd_tf.export) or a `.keras` file (loaded with safe_mode=True; class_names.txt
-next to it gives the labels; --num_clips / --num_crops / --short_side set its sampling).
+averaged. `--model` is any form of one trained model, and every form scores the same views,
+the run's evaluation sampling (the same top-k and probabilities within 1e-4):
+
+- a run folder (its final model; the sampling from its run record);
+- a `.keras` file (loaded with safe_mode=True; the sampling it carries in its config, or the
+  export's record for an export's model.keras; class_names.txt next to it gives the labels);
+- an export dir (with or without the version subdirectory; its SavedModel's sampling was
+  fixed by lgd_tf.export);
+- a LiteRT / ONNX file (model.tflite / model.onnx, or an export dir holding one and no
+  SavedModel), run in ai-edge-litert / onnxruntime: they take one clip at the training crop
+  size, so each view is centre-cropped to it.
+
+--num_clips / --num_crops / --short_side override the recorded sampling. The first line says
+which views were scored and where their sampling came from:
+`sampling: 2 clips x 1 crop of 4 frames, short side 32, stride 1, loop (from runs/x/run.json)`
+(with --json: the "sampling" and "sampling_from" of each entry of "models").
 
 Two-stream (Sec. 5.5): `--fuse_with=PATH` scores the video with a second model too and prints
 the late fusion `(1 - w) * rgb + w * flow`, w = `--fusion_weight`. A model taking 2 channels is
@@ -18,7 +31,8 @@ Timeline: `--timeline=PREFIX` also slides a window (one clip) over the whole vid
 `--window_stride` frames (default: the clip length), and writes PREFIX.csv (one row per
 window: start and end in seconds, top-k labels and scores) and PREFIX.png (the top classes'
 scores over time, the video-level top-k in the title); see lgd_tf/serving/timeline.py. It takes
-one model (no --fuse_with).
+one model (no --fuse_with). Both files are validated before the video is scored and
+replaced together at the end: a failed run leaves the old ones as they were.
 
 The video is decoded streaming: memory does not depend on its length.
 
@@ -28,11 +42,11 @@ video). Errors are one line on stderr.
 """
 
 import json
-import os
 import sys
 
 from absl import flags
 
+from lgd_io.errors import BadInput, one_line
 from lgd_tf.cli.command import Command
 from lgd_tf.serving import fusion
 from lgd_tf.serving.predict import (  # noqa: F401  (the library API, importable from here too)
@@ -46,8 +60,8 @@ PROGRAM = "lgd_tf.predict"
 
 
 def define_flags(fv):
-    flags.DEFINE_string("model", None, "export dir (SavedModel) or .keras file.",
-                        flag_values=fv)
+    flags.DEFINE_string("model", None, "run folder, export dir, or .keras / .tflite / .onnx "
+                        "file.", flag_values=fv)
     flags.DEFINE_string("video", None, "video file to classify.", flag_values=fv)
     flags.DEFINE_integer("top_k", 5, "number of labels printed.", flag_values=fv)
     flags.DEFINE_bool("json", False, "print one JSON object instead of text.", flag_values=fv)
@@ -55,12 +69,13 @@ def define_flags(fv):
                         "two-stream late fusion (Sec. 5.5).", flag_values=fv)
     flags.DEFINE_float("fusion_weight", fusion.DEFAULT_FLOW_WEIGHT, "w in (1 - w) * rgb + w "
                        "* flow.", flag_values=fv)
-    flags.DEFINE_integer("num_clips", None, ".keras models only: views per video (default 15 "
-                         "for 3D, 10 for 2D).", flag_values=fv)
-    flags.DEFINE_integer("num_crops", None, ".keras models only: 1 or 3 crops per view.",
+    flags.DEFINE_integer("num_clips", None, "views per video (default: the recorded "
+                         "sampling).", flag_values=fv)
+    flags.DEFINE_integer("num_crops", None, "1 or 3 crops per view (default: the "
+                         "recorded sampling).",
                          flag_values=fv)
-    flags.DEFINE_integer("short_side", None, ".keras models only: shorter side the frames are "
-                         "resized to (default 120 for 3D, 240 for 2D).", flag_values=fv)
+    flags.DEFINE_integer("short_side", None, "shorter side the frames are resized to "
+                         "(default: the recorded sampling).", flag_values=fv)
     flags.DEFINE_string("timeline", None, "write PREFIX.csv and PREFIX.png: scores of a window "
                         "slid over the video.", flag_values=fv)
     flags.DEFINE_integer("window_stride", None, "with --timeline: frames between window "
@@ -70,23 +85,39 @@ def define_flags(fv):
 def _check_flags(fv):
     for name in ("top_k", "num_clips", "short_side", "window_stride"):
         if fv[name].value is not None and fv[name].value < 1:
-            raise ValueError(f"--{name} must be >= 1. Received: {fv[name].value}")
+            raise BadInput(f"--{name} must be >= 1. Received: {fv[name].value}")
     if fv.num_crops not in (None, 1, 3):
-        raise ValueError(f"--num_crops must be 1 or 3. Received: {fv.num_crops}")
+        raise BadInput(f"--num_crops must be 1 or 3. Received: {fv.num_crops}")
     if not 0.0 <= fv.fusion_weight <= 1.0:
-        raise ValueError(f"--fusion_weight must be in [0, 1]. Received: {fv.fusion_weight}")
+        raise BadInput(f"--fusion_weight must be in [0, 1]. Received: {fv.fusion_weight}")
     if fv.timeline is not None:
         if fv.fuse_with is not None:
-            raise ValueError("--timeline takes one model; drop --fuse_with")
-        folder = os.path.dirname(os.path.abspath(fv.timeline))
-        if not os.path.isdir(folder):
-            raise ValueError(f"--timeline: no folder {folder}. Received: {fv.timeline}")
+            raise BadInput("--timeline takes one model; drop --fuse_with")
+        from lgd_tf.serving import outputs, timeline
+
+        outputs.check_outputs(timeline.timeline_paths(fv.timeline), "--timeline")
     elif fv.window_stride is not None:
-        raise ValueError("--window_stride needs --timeline=PREFIX")
+        raise BadInput("--window_stride needs --timeline=PREFIX")
+
+
+def _sampling_lines(prediction):
+    """"sampling: ... (from ...)", one per model."""
+    names = ("sampling", "--fuse_with sampling")
+    return [f"{name}: {m['sampling']} ({m['sampling_from']})"
+            for name, m in zip(names, prediction.models, strict=False)]
 
 
 def predict(fv):
     _check_flags(fv)
+    from lgd_tf.data import VideoError
+
+    try:
+        _predict(fv)
+    except VideoError as error:  # the video cannot be decoded: the user's input
+        raise BadInput(f"--video={fv.video}: {one_line(error)}") from None
+
+
+def _predict(fv):
     prediction = predict_video(
         fv.model, fv.video, fuse_with=fv.fuse_with, fusion_weight=fv.fusion_weight,
         num_clips=fv.num_clips, num_crops=fv.num_crops, short_side=fv.short_side)
@@ -108,6 +139,7 @@ def predict(fv):
             output["timeline"] = {"csv": written[0], "png": written[1]}
         print(json.dumps(output), flush=True)
     else:
+        print("\n".join(_sampling_lines(prediction)), flush=True)
         print(format_text(prediction, fv.top_k), flush=True)
         if written is not None:
             print(f"timeline: {written[0]}, {written[1]}", flush=True)

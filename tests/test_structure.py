@@ -97,3 +97,80 @@ def test_library_imports_neither_gin_nor_the_edge_nor_a_command():
     assert not offenders, offenders
     # The edge does import gin (the check above would see it).
     assert "import gin" in (PACKAGE / "cli" / "configs.py").read_text()
+
+
+def _gin_imports(tree):
+    """Lines of every import of gin in a parsed module, at any level (inside functions too)."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [node.lineno for a in node.names if a.name.split(".")[0] == "gin"]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and (
+                node.module or "").split(".")[0] == "gin":
+            found.append(node.lineno)
+    return found
+
+
+def test_no_module_outside_the_edge_imports_gin():
+    """Every module of lgd_tf outside lgd_tf/cli, the command modules included, and imports
+    inside functions too: the configuration stays at the edge."""
+    offenders = []
+    for name, path in _modules().items():
+        if name == "lgd_tf.cli" or name.startswith("lgd_tf.cli."):
+            continue
+        offenders += [f"{name}:{line}" for line in _gin_imports(ast.parse(path.read_text()))]
+    assert not offenders, offenders
+    # The finder sees an import inside a function.
+    planted = ast.parse("def f():\n    import gin.config\n    from gin import bind\n")
+    assert _gin_imports(planted) == [2, 3]
+
+
+# The run folder's file names: written as literals in lgd_tf.training.run_folder only; every
+# other module takes them from there (run_folder.RUN_RECORD, stage_file(), ...).
+RUN_FILES = ("run.json", "class_names.txt", "operative_config.gin", "eval_results.json",
+             "confusion_matrix.csv", "confusion_matrix.png", "eval_predictions.csv",
+             "eval_scores.npz", "stage1.keras", "stage2.keras")
+RUN_FILES_OWNER = "lgd_tf.training.run_folder"
+# Modules still spelling a name out (to move to run_folder's constants); none may be added.
+# The data build's command writes the data folder's class names file (its own change).
+KNOWN_LITERALS = {"lgd_tf.build_tfrecords": {"class_names.txt"}}
+
+
+def _docstrings(tree):
+    nodes = [tree] + [n for n in ast.walk(tree) if isinstance(
+        n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
+    return {id(n.body[0].value) for n in nodes if n.body and isinstance(n.body[0], ast.Expr)
+            and isinstance(n.body[0].value, ast.Constant)}
+
+
+def _file_name_literals(tree):
+    """The run-folder file names found in the module's string literals (f-string parts
+    included; docstrings, which only document, left out), and ".lock" as a whole literal."""
+    docs = _docstrings(tree)
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and (
+                id(node) not in docs):
+            found |= {name for name in RUN_FILES if name in node.value}
+            if node.value == ".lock":
+                found.add(".lock")
+    return found
+
+
+def test_the_run_folder_file_names_are_spelled_in_one_module():
+    holders = {}
+    for name, path in _modules().items():
+        found = _file_name_literals(ast.parse(path.read_text()))
+        if found:
+            holders[name] = found
+    # The owner spells every name but the stage files (`stage_file(stage)` builds those).
+    assert holders.pop(RUN_FILES_OWNER) == set(RUN_FILES) - {"stage1.keras", "stage2.keras"} | {
+        ".lock"}
+    unexpected = {name: sorted(found - KNOWN_LITERALS.get(name, set()))
+                  for name, found in holders.items()}
+    assert not {k: v for k, v in unexpected.items() if v}, unexpected
+    assert set(holders) <= set(KNOWN_LITERALS)
+    # The finder sees a name inside a message and an f-string, not in a docstring.
+    planted = ast.parse('"""Writes run.json."""\nx = f"{d}/eval_scores.npz"\n'
+                        'def f():\n    raise ValueError("no class_names.txt here")\n')
+    assert _file_name_literals(planted) == {"eval_scores.npz", "class_names.txt"}

@@ -15,13 +15,12 @@ import logging
 import os
 import pathlib
 import re
-import tokenize
 
 import keras
 
 import gin
 from lgd_tf import data, models
-from lgd_tf.training import evaluation, loop, schedules, two_stage
+from lgd_tf.training import evaluation, loop, run_folder, schedules, two_stage
 from lgd_tf.training.errors import TrainingError
 
 lgd3d = gin.external_configurable(models.lgd3d, module="lgd_tf.models")
@@ -36,7 +35,7 @@ data_sources = gin.external_configurable(
 fit_two_stage = gin.external_configurable(
     two_stage.fit_two_stage, module="lgd_tf.training",
     denylist=["model_dir", "strategy", "sources", "fit_stage_fn", "stage_scope",
-              "evaluate_fn", "stop", "after_stage"])
+              "evaluate_fn", "stop", "after_stage", "video_spec_fn"])
 fit_stage = gin.external_configurable(
     loop.fit_stage, module="lgd_tf.training",
     denylist=["stage", "model", "strategy", "train_pattern", "stage_dir", "num_classes",
@@ -90,6 +89,46 @@ def resolve_gin_file(name):
                         f"{', '.join(packaged_configs())})")
 
 
+def record_config(record):
+    """The gin config a run record stands for at evaluation: its classes, its eval data (the
+    macro EVAL_PATTERN, so `--gin_bindings="EVAL_PATTERN='...'"` gives other data) and its
+    evaluation sampling (`lgd_tf.data.eval_dataset.*`, each overridable by a binding)."""
+    spec = record.video_spec
+    kind = spec["model_type"][-2:]
+    lines = [f"EVAL_PATTERN = {record.data.get('eval_pattern')!r}",
+             "lgd_tf.training.data_sources.eval_pattern = %EVAL_PATTERN",
+             f"lgd_tf.training.data_sources.num_classes = {len(record.class_names)}",
+             f"lgd_tf.data.eval_dataset.model = {kind!r}",
+             f"lgd_tf.data.eval_dataset.modality = {spec['modality']!r}",
+             f"lgd_tf.data.eval_dataset.{'num_frames' if kind == '3d' else 'num_segments'} = "
+             f"{spec['num_frames']}"]
+    lines += [f"lgd_tf.data.eval_dataset.{name} = {value!r}"
+              for name, value in sorted(spec["eval"].items())]
+    return "\n".join(lines) + "\n"
+
+
+def parse_record(record, gin_bindings=()):
+    """Parses `record_config(record)` after `DEFAULTS`, then the bindings; one-line
+    `TrainingError` on a problem."""
+    gin.clear_config()
+    try:
+        gin.parse_config(DEFAULTS)
+        gin.parse_config(record_config(record))
+        gin.parse_config_files_and_bindings([], list(gin_bindings))
+    except (SyntaxError, ValueError, KeyError, TypeError) as error:
+        gin.clear_config()
+        message = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+        raise TrainingError(f"bad --gin_bindings: {message}") from None
+    check_macros_used(gin_bindings)
+
+
+def eval_sampling(stage):
+    """The evaluation sampling bound in `stage`'s scope: {setting: value}."""
+    with STAGE_SCOPE(stage):
+        bound = gin.get_bindings("lgd_tf.data.eval_dataset")
+    return {k: v for k, v in bound.items() if k in run_folder.EVAL_SAMPLING}
+
+
 def parse(gin_files, gin_bindings=(), search_paths=(), *, finalize=True):
     """Parses gin files and bindings after `DEFAULTS`; one-line `TrainingError` on a problem.
 
@@ -118,7 +157,27 @@ def parse(gin_files, gin_bindings=(), search_paths=(), *, finalize=True):
         raise TrainingError(f"bad gin config{where}: {message}") from None
     finally:
         root.removeFilter(_quiet_search_misses)
+    check_macros_used(gin_bindings)
     return paths
+
+
+def check_macros_used(gin_bindings):
+    """Refuses a binding of a macro (`TRAIN_PATTERN='...'`) that the parsed config never
+    references: gin would accept it and ignore it.
+
+    Raises:
+        TrainingError: one line naming the binding.
+    """
+    text = gin.config_str()
+    for binding in gin_bindings:
+        name = binding.split("=", 1)[0].strip()
+        if re.fullmatch(r"[A-Za-z_]\w*", name) and not re.search(rf"%{name}\b", text):
+            gin.clear_config()
+            raise TrainingError(
+                f"--gin_bindings=\"{binding.strip()}\": the config does not use {name}, so "
+                "the binding would be ignored; bind the setting itself (e.g. "
+                "lgd_tf.training.data_sources.train_pattern) or use a config that reads "
+                f"%{name}")
 
 
 def _quiet_search_misses(record):
@@ -140,7 +199,8 @@ def call(fn, *args, **kwargs):
 
 def operative_config_text():
     """gin's operative config, plus the evaluation sampling (the `eval_dataset` blocks of the
-    whole config) when the run did not evaluate (--noevaluate), so `export` can read it."""
+    whole config) when the run did not evaluate (--noevaluate): a complete record of the
+    configuration (run.json holds the video spec itself)."""
     text = gin.operative_config_str()
 
     def is_sampling(block):
@@ -162,37 +222,9 @@ def operative_config_text():
             + "\n\n".join(sampling) + "\n")
 
 
-SAMPLING = ("model", "num_clips", "num_crops", "short_side", "temporal_stride", "short_video")
-
-
-def run_eval_sampling(operative_config_path):
-    """The evaluation sampling (`lgd_tf.data.eval_dataset.*`) bound in a run's operative
-    config: {setting: value} for the settings in `SAMPLING` that the file binds.
-
-    Parsed in a clean gin state that is cleared again afterwards; unknown configurables in
-    the file (another version's) are skipped.
-    """
-    gin.clear_config()
-    try:
-        with open(operative_config_path) as f:
-            gin.parse_config(f.read(), skip_unknown=True)
-        found = {}
-        for name in SAMPLING:
-            for scope in ("", "stage2/", "stage1/"):  # evaluation may run in a stage's scope
-                try:
-                    value = gin.query_parameter(f"{scope}lgd_tf.data.eval_dataset.{name}")
-                    break
-                except ValueError:
-                    continue
-            else:
-                continue
-            while isinstance(value, gin.config.ConfigurableReference) or str(value).startswith(
-                    "%"):
-                value = gin.query_parameter(str(value))
-            found[name] = value
-        return found
-    except (SyntaxError, ValueError, KeyError, TypeError, tokenize.TokenError) as error:
-        raise TrainingError(f"cannot read {operative_config_path}: "
-                            f"{str(error).splitlines()[0]}") from None
-    finally:
-        gin.clear_config()
+def video_spec(architecture):
+    """The run's video spec (`run_folder.video_spec`) from the active scope's bindings of
+    `lgd_tf.data.train_dataset.crop_size` and `lgd_tf.data.eval_dataset.*`."""
+    crop = gin.get_bindings("lgd_tf.data.train_dataset").get("crop_size")
+    return run_folder.video_spec(architecture, crop,
+                                 gin.get_bindings("lgd_tf.data.eval_dataset"))

@@ -271,7 +271,7 @@ def _check_record(parsed, num_classes, class_names, source):
                 "label ", tf.strings.as_string(label), " is '", expected, "' in class_names "
                 "but the record's `", schema.LABEL_STRING_KEY, "` is '", given,
                 "' (records built with another class list? build them with these class "
-                "names, or give the class_names.txt they were built with)"])))
+                "names, or give the class names file they were built with)"])))
         bad = tf.stack([c for c, _ in checks])
         reason = tf.strings.reduce_join(
             tf.boolean_mask(tf.stack([r for _, r in checks]), bad), separator="; ")

@@ -34,7 +34,9 @@ import os
 
 import numpy as np
 
+from lgd_io import files
 from lgd_tf.data import builder
+from lgd_tf.training import run_folder
 
 NUM_FRAMES = 4
 FRAME_SIZE = 96
@@ -208,10 +210,6 @@ def build_relation_dataset(cache_dir, *, train_size=1024, eval_size=256, num_sha
                                             num_shards=num_shards)
         if summary.skipped:
             raise RuntimeError(f"Relation task build failed: {summary}")
-    with open(os.path.join(cache_dir, "class_names.txt"), "w") as f:
-        f.write("\n".join(names) + "\n")
-    tmp = marker + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump({"config": config, "class_names": names}, f)
-    os.replace(tmp, marker)
+    files.write_text(run_folder.class_names_path(cache_dir), "\n".join(names) + "\n")
+    files.write_json(marker, {"config": config, "class_names": names})
     return data

@@ -1,5 +1,7 @@
 """Heads on an LGD backbone: stage-1 softmax heads (Eq. 6) and the Eq. 4-5 classifier."""
 
+import json
+
 import keras
 from keras import ops
 
@@ -26,10 +28,14 @@ class LGDClassifier(keras.Model):
         sketch_signed_sqrt_l2: signed square root + L2 normalisation of the Eq. 5 features, as
             the Tensor Sketch reference does (Gao et al. 2016, after Lin et al. 2015); the
             paper does not say. On by default; see `lgd_tf.models.lgd3d`.
+        video_spec: what the model's input is and how a video is sampled for it (a dict:
+            model_type, num_frames, crop_size, modality and the evaluation sampling "eval";
+            `lgd_tf.training.run_folder` writes it), kept in the model's config so a `.keras`
+            file carries it; None for models made outside a training run.
     """
 
     def __init__(self, backbone, num_classes, head="stage2", sketch_dim=8192, sketch_seed=0,
-                 sketch_signed_sqrt_l2=True, **kwargs):
+                 sketch_signed_sqrt_l2=True, video_spec=None, **kwargs):
         if head not in HEADS:
             raise ValueError(f"`head` must be one of {HEADS} or None. Received: {head!r}")
         if int(num_classes) < 1:
@@ -62,6 +68,17 @@ class LGDClassifier(keras.Model):
         self.sketch_dim = int(sketch_dim)
         self.sketch_seed = int(sketch_seed)
         self.sketch_signed_sqrt_l2 = bool(sketch_signed_sqrt_l2)
+        self.video_spec = video_spec
+
+    @property
+    def video_spec(self):
+        """The model's input spec and sampling (a new dict each time), or None."""
+        return None if self._video_spec is None else json.loads(self._video_spec)
+
+    @video_spec.setter
+    def video_spec(self, spec):
+        # Held as JSON text: Keras would track a dict attribute (and a copy keeps it frozen).
+        self._video_spec = None if spec is None else json.dumps(spec, sort_keys=True)
 
     def get_config(self):
         return {
@@ -73,6 +90,7 @@ class LGDClassifier(keras.Model):
             "sketch_dim": self.sketch_dim,
             "sketch_seed": self.sketch_seed,
             "sketch_signed_sqrt_l2": self.sketch_signed_sqrt_l2,
+            "video_spec": self.video_spec,
         }
 
     @classmethod
@@ -80,6 +98,13 @@ class LGDClassifier(keras.Model):
         config = dict(config)
         config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
         return cls(**config)
+
+
+def video_spec(model):
+    """The input spec and sampling a model carries in its config (`LGDClassifier.video_spec`:
+    set by training, read back from a `.keras` file), or None (a model saved before the spec
+    was recorded, or made outside a training run)."""
+    return getattr(model, "video_spec", None)
 
 
 def class_probabilities(outputs):

@@ -13,6 +13,7 @@ import json
 import numpy as np
 import tensorflow as tf
 
+from lgd_io.errors import BadInput
 from lgd_tf.serving import loading, module
 
 
@@ -35,6 +36,8 @@ class VideoClassifier:
         self._signatures = {module.SERVING_DEFAULT: serve_clips, module.FEATURES: features}
         self.class_names = list(class_names)
         self.sampling = sampling
+        self.origin = ""  # where the sampling came from (set by load_classifier)
+        self.views = ""  # how the views are fitted to the input ("" : whole views)
         spec = tf.nest.flatten(serve_frames.structured_input_signature)[0]
         self.input_channels = int(spec.shape[-1])
 
@@ -80,29 +83,88 @@ class VideoClassifier:
         return function
 
 
-def load_classifier(path, *, num_clips=None, num_crops=None, short_side=None):
-    """Loads an export dir (with or without the version subdirectory) or a `.keras` file.
+def load_classifier(path, *, num_clips=None, num_crops=None, short_side=None, flag="--model"):
+    """Loads a run folder, an export dir (with or without the version subdirectory), a
+    `.keras`, `.tflite` or `.onnx` file (`lgd_tf.serving.spec.resolve`).
 
-    `num_clips`, `num_crops` and `short_side` override the evaluation sampling of a `.keras`
-    model; a SavedModel's sampling is fixed at export, so they must be None for it.
+    The views are the evaluation sampling recorded with the model (the run's, or the
+    export's); `num_clips`, `num_crops` and `short_side` given override it. `origin` of the
+    classifier says where the sampling came from.
     """
-    saved_model_dir = loading.find_saved_model(path)
-    if saved_model_dir is not None:
-        overrides = {"num_clips": num_clips, "num_crops": num_crops, "short_side": short_side}
-        given = {k: v for k, v in overrides.items() if v is not None}
-        if given:
-            raise ValueError(
-                "A SavedModel's sampling is fixed when it is exported (lgd_tf.export flags). "
-                f"Received: {given} for {saved_model_dir}")
-        return _load_saved_model(saved_model_dir)
-    model, class_names, keras_path = loading.load_keras_model(path)
-    sampling = module.default_sampling(model, num_clips=num_clips, num_crops=num_crops or 1,
-                                       short_side=short_side)
+    from lgd_tf.serving import spec
+
+    source = spec.resolve(path, flag=flag)
+    overrides = {"num_clips": num_clips, "num_crops": num_crops, "short_side": short_side}
+    if source.kind == "saved_model":
+        classifier = _load_saved_model(source.file)
+        source = spec.ModelSource(source.kind, source.file, source.given,
+                                  sampling=classifier.sampling,
+                                  origin=f"fixed at export in {source.file}")
+        classifier.sampling, classifier.origin = spec.sampling_for(source, **overrides)
+        return classifier
+    if source.kind in spec.EDGE_SUFFIXES.values():
+        return EdgeClassifier(source, overrides)
+    model, class_names, keras_path = loading.load_keras_model(source.file)
+    source = spec.with_model(source, model)
+    sampling, origin = spec.sampling_for(source, model, **overrides)
     serving = module.VideoClassifierModule(model, class_names, sampling=sampling,
                                            top_k=len(class_names))
     concrete = serving.serve_frames.get_concrete_function()
-    return VideoClassifier(keras_path, concrete, class_names, sampling,
-                           serve_clips=serving.serving_default, features=serving.features)
+    classifier = VideoClassifier(keras_path, concrete, class_names, sampling,
+                                 serve_clips=serving.serving_default, features=serving.features)
+    classifier.origin = origin
+    return classifier
+
+
+class EdgeClassifier:
+    """A LiteRT (`.tflite`) or ONNX file in its runtime: one clip `(1, T, H, W, C)` per call.
+
+    Scores the views of the recorded evaluation sampling (`video_views`), each centre-cropped
+    (and resized when the short side is below the input size) to the model's H x W
+    (`litert.fit_views`), the clip the file was exported for; `views` says so in words.
+    """
+
+    def __init__(self, source, overrides):
+        from lgd_tf.serving import litert, spec
+
+        self.path = str(source.file)
+        self._runner = _edge_runner(source)
+        _, steps, self.height, self.width, channels = self._runner.shape
+        self.input_channels = int(channels)
+        num_outputs = int(self._runner.output_size)
+        names = source.class_names or loading.read_class_names(source.file.parent, num_outputs)
+        self.class_names = list(names)
+        if source.sampling is None:  # no export record: the Sec. 5.2 defaults for a 3D clip
+            source = spec.ModelSource(source.kind, source.file, source.given,
+                                      sampling=module.Sampling(num_frames=int(steps)),
+                                      origin=source.origin)
+        self.sampling, self.origin = spec.sampling_for(source, **overrides)
+        self._fit = litert.fit_views
+        self.views = (f"each view centre-cropped to {self.height}x{self.width}, the input of "
+                      f"{source.file.name}")
+
+    @property
+    def modality(self):
+        return "flow" if self.input_channels == 2 else "rgb"
+
+    def view_probabilities(self, views):
+        """uint8 views `(V, T, h, w, C)` -> probabilities of each view `(V, K)`."""
+        views = self._fit(np.asarray(views, np.uint8), self.height, self.width)
+        return np.stack([self._runner(view[None])[0] for view in views]).astype(np.float32)
+
+
+def _edge_runner(source):
+    from lgd_tf.serving import litert
+
+    if source.kind == "litert":
+        return litert.LiteRTRunner(source.file)
+    try:
+        from lgd_tf.serving import onnx
+
+        return onnx.ONNXRunner(source.file)
+    except ImportError:
+        raise BadInput(f"{source.file} is an ONNX model: running it needs onnxruntime "
+                       "(pip install onnxruntime)") from None
 
 
 def _load_saved_model(saved_model_dir):
@@ -114,7 +176,7 @@ def _load_saved_model(saved_model_dir):
         class_names = [n.decode("utf-8") for n in loaded.class_names.numpy()]
         sampling = module.Sampling(**json.loads(loaded.sampling_json.numpy().decode("utf-8")))
     except (KeyError, AttributeError) as error:
-        raise ValueError(
+        raise BadInput(
             f"{saved_model_dir} is not an lgd_tf export (needs the {module.SERVE_FRAMES} "
             f"signature, class names and sampling). Received: {loading.one_line(error)}"
         ) from error

@@ -51,6 +51,7 @@ import pathlib
 import numpy as np
 import tensorflow as tf
 
+from lgd_io.errors import BadInput
 from lgd_tf.serving import loading, module
 
 LAYERS = ("local", "res2", "res3", "res4", "res5")
@@ -110,7 +111,7 @@ def _head(model):
         dense = model.get_layer("combined_logits")
         return ("combined logit (Eq. 4-5)",
                 lambda f: dense(sketch([f["local"], f["global"]])))
-    raise ValueError(
+    raise BadInput(
         "Grad-CAM needs an lgd_tf classifier with a stage-1 (local_logits) or stage-2 "
         f"(combined_logits) head. Received: a model with layers {sorted(names)[:8]}...")
 
@@ -119,7 +120,7 @@ def _backbone(model):
     try:
         return model.get_layer("backbone")
     except ValueError as error:
-        raise ValueError("Grad-CAM needs an lgd_tf classifier with a nested 'backbone'. "
+        raise BadInput("Grad-CAM needs an lgd_tf classifier with a nested 'backbone'. "
                          f"Received: {model.name}") from error
 
 
@@ -307,7 +308,7 @@ def grad_cam(model, clip, class_index, layer="local", score="logit", method="gra
 def covering_indices(num_frames, sampling):
     """Frame indices `(K, T)` of views that together contain every frame (see module doc)."""
     if num_frames < 1:
-        raise ValueError("The video has no frames")
+        raise BadInput("The video has no frames")
     if sampling.model == "2d":
         from lgd_tf.data import sampling as sampling_lib
 
@@ -350,7 +351,7 @@ def explain_frames(model, frames, class_names, *, class_name=None, layer="local"
     index = None
     if class_name is not None:
         if class_name not in class_names:
-            raise ValueError(f"Unknown --class_name {class_name!r}; the model's classes are: "
+            raise BadInput(f"Unknown --class_name {class_name!r}; the model's classes are: "
                              f"{', '.join(class_names)}")
         index = class_names.index(class_name)
     sampling = sampling or module.default_sampling(model)
@@ -385,60 +386,65 @@ def explain_frames(model, frames, class_names, *, class_name=None, layer="local"
                        frames_per_step=frames_per_step, method=method)
 
 
-def find_model(path):
-    """The `.keras` file for Grad-CAM: a `.keras` path, a model_dir (stage2 / stage1) or an
-    export dir with model.keras."""
-    path = pathlib.Path(path)
-    if not path.exists():
-        raise ValueError(f"No model at {path}: expected a .keras file, a model_dir or an "
-                         "export dir")
-    if path.is_dir():
-        from lgd_tf.serving.export import KERAS_FILE
+def find_model(path, flag="--model"):
+    """The `.keras` file for Grad-CAM: a `.keras` path, a run folder's final model, or an
+    export dir's model.keras (`spec.resolve`; a SavedModel, LiteRT or ONNX file is refused:
+    it keeps no gradients of the inner maps)."""
+    from lgd_tf.serving import spec
 
-        if (path / KERAS_FILE).is_file():
-            return path / KERAS_FILE
-        if not any((path / name).is_file() for name in loading.STAGE_FILES):
-            if loading.find_saved_model(path) is not None:
-                raise ValueError(
-                    f"{path} is a SavedModel without {KERAS_FILE}: a SavedModel keeps no "
-                    "gradients of the inner maps Grad-CAM needs; pass the .keras file (or an "
-                    "lgd_tf export dir, which has model.keras)")
-    return loading.find_keras_file(path)
+    return spec.resolve(path, flag=flag, gradients=True).file
+
+
+def explain_sampling(path, model=None, *, short_side=None, flag="--model"):
+    """The Keras model, class names and evaluation sampling of `path` (see `find_model`):
+    `(model, class_names, sampling, origin)`; `short_side` given overrides the recorded one."""
+    from lgd_tf.serving import spec
+
+    source = spec.resolve(path, flag=flag, gradients=True)
+    keras_model, class_names, _ = loading.load_keras_model(source.file)
+    source = spec.with_model(source, keras_model)
+    sampling, origin = spec.sampling_for(source, keras_model, short_side=short_side)
+    return keras_model, class_names, sampling, origin
 
 
 def explain_video(model, video, *, class_name=None, layer="local", score="logit",
-                  method="gradcam", short_side=None, batch_size=8):
+                  method="gradcam", short_side=None, sampling=None, batch_size=8):
     """Decodes `video` and explains it (see `explain_frames`).
 
     Args:
-        model: a path (`.keras` file, model_dir, or export dir with model.keras) or a tuple
+        model: a path (`.keras` file, run folder, or export dir with model.keras) or a tuple
             `(keras_model, class_names)`.
         video: a video file PyAV reads.
         class_name: the class explained (None: the top class).
         layer: "local" (x_L) or "res2".."res5".
         method: "gradcam" or "gradcam++".
-        short_side: shorter side the frames are resized to (default: the model's evaluation
-            sampling; a model with a fixed input size gets frames resized to that size).
+        short_side: shorter side the frames are resized to (default: the run's evaluation
+            sampling, recorded with the model; a model with a fixed input size gets frames
+            resized to that size).
+        sampling: a `module.Sampling` to use instead (its short side included).
 
     Returns:
         An `Explanation`.
     """
     from lgd_tf import data
+    from lgd_tf.serving import spec
 
     if isinstance(model, (str, pathlib.Path)):
-        keras_model, class_names, _ = loading.load_keras_model(find_model(model))
+        keras_model, class_names, recorded, _ = explain_sampling(model, short_side=short_side)
     else:
         keras_model, class_names = model
+        source = spec.with_model(spec.ModelSource("keras", "model", ""), keras_model)
+        recorded, _ = spec.sampling_for(source, keras_model, short_side=short_side)
+    sampling = sampling or recorded
     check_layer(layer)
     check_method(method)
     _head(keras_model)
     if module.clip_spec(keras_model)[-1] != 3:
-        raise ValueError("Grad-CAM overlays need an RGB model (3 input channels)")
+        raise BadInput("Grad-CAM overlays need an RGB model (3 input channels)")
     video = pathlib.Path(video)
     if not video.is_file():
-        raise ValueError(f"No video file at {video}")
+        raise BadInput(f"No video file at {video}")
     height, width = module.clip_spec(keras_model)[1:3]
-    sampling = module.default_sampling(keras_model, short_side=short_side)
     if height is not None and width is not None:
         frames = data.decode_video(video)
         frames = tf.image.resize(frames, (height, width), method="bilinear")
@@ -527,36 +533,51 @@ def pick_mp4_codec():
     return None
 
 
-def write_video(path, frames, *, fps=8.0):
-    """Writes uint8 RGB frames (N, H, W, 3) to `path` (.mp4 with PyAV, .gif with Pillow).
-
-    Returns the path written (an .mp4 falls back to a .gif next to it when PyAV has no MP4
-    encoder here).
-    """
-    path = pathlib.Path(path)
+def video_path(output):
+    """The overlay video written for `output`: itself, or a .gif beside an .mp4 when PyAV
+    has no MP4 encoder here."""
+    path = pathlib.Path(output)
     kind = VIDEO_SUFFIXES.get(path.suffix.lower())
     if kind is None:
         raise ValueError(f"The output must end with .mp4 or .gif. Received: {path}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    codec = pick_mp4_codec() if kind == "mp4" else None
-    if kind == "mp4" and codec is None:
-        path, kind = path.with_suffix(".gif"), "gif"
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    if kind == "mp4" and pick_mp4_codec() is None:
+        return path.with_suffix(".gif")
+    return path
+
+
+def encode_video(path, frames, *, fps=8.0, kind=None):
+    """Encodes uint8 RGB frames (N, H, W, 3) at `path` (mp4 with PyAV, gif with Pillow; the
+    format is `kind`, default the suffix's)."""
+    kind = kind or VIDEO_SUFFIXES[pathlib.Path(path).suffix.lower()]
     if kind == "gif":
         from PIL import Image
 
         images = [Image.fromarray(frame) for frame in frames]
-        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:],
+        images[0].save(path, format="GIF", save_all=True, append_images=images[1:],
                        duration=int(round(1000.0 / fps)), loop=0)
-    else:
-        from fractions import Fraction
+        return
+    from fractions import Fraction
 
-        from lgd_tf.data.video import write_frames
+    from lgd_tf.data.video import write_frames
 
-        write_frames(tmp, frames, codec=codec, fps=Fraction(fps).limit_denominator(1000),
-                     container_format="mp4",
-                     options={"crf": "20"} if codec in ("libx264", "h264") else None)
-    tmp.replace(path)
+    codec = pick_mp4_codec()
+    write_frames(path, frames, codec=codec, fps=Fraction(fps).limit_denominator(1000),
+                 container_format="mp4",
+                 options={"crf": "20"} if codec in ("libx264", "h264") else None)
+
+
+def write_video(path, frames, *, fps=8.0):
+    """Writes uint8 RGB frames (N, H, W, 3) to `path` (.mp4 with PyAV, .gif with Pillow),
+    whole or not at all.
+
+    Returns the path written (an .mp4 falls back to a .gif next to it when PyAV has no MP4
+    encoder here).
+    """
+    from lgd_io import files
+
+    path = video_path(path)
+    kind = VIDEO_SUFFIXES[path.suffix.lower()]
+    files.atomic_write(path, lambda tmp: encode_video(tmp, frames, fps=fps, kind=kind))
     return path
 
 
@@ -598,29 +619,42 @@ def layer_text(layer):
     return "x_L" if layer == "local" else layer
 
 
-def write_grid(path, explanation, **kwargs):
-    """Saves `grid_figure(explanation, **kwargs)` as a PNG at `path`; returns the path."""
+def save_grid(path, explanation, **kwargs):
+    """Saves `grid_figure(explanation, **kwargs)` as a PNG at `path` (no temporary name)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     figure = grid_figure(explanation, **kwargs)
     FigureCanvasAgg(figure)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    figure.savefig(tmp, format="png")
-    tmp.replace(path)
-    return path
+    figure.savefig(path, format="png")
+
+
+def write_grid(path, explanation, **kwargs):
+    """Saves `grid_figure(explanation, **kwargs)` as a PNG at `path`, whole or not at all;
+    returns the path."""
+    from lgd_io import files
+
+    files.atomic_write(path, lambda tmp: save_grid(tmp, explanation, **kwargs))
+    return pathlib.Path(path)
+
+
+def output_paths(output):
+    """(overlay video, PNG grid) written for `--output`."""
+    output = pathlib.Path(output)
+    return video_path(output), output.with_suffix(".png")
 
 
 def write_explanation(explanation, output, *, fps=8.0, min_side=256, grid_frames=6,
-                      alpha=0.45, colormap=DEFAULT_COLORMAP):
+                      alpha=0.45, colormap=DEFAULT_COLORMAP, flag="--output"):
     """Writes the overlay video at `output` (.mp4 or .gif) and the PNG grid next to it
-    (same name, .png). Returns `(video_path, png_path)`."""
-    output = pathlib.Path(output)
-    if output.suffix.lower() not in VIDEO_SUFFIXES:
-        raise ValueError(f"--output must end with .mp4 or .gif. Received: {output}")
+    (same name, .png), replaced together once both are complete (a failure keeps both old
+    files). Returns `(video_path, png_path)`."""
+    from lgd_tf.serving import outputs
+
+    video, png = output_paths(output)
     frames = overlay_frames(explanation, min_side=min_side, alpha=alpha, colormap=colormap)
-    video_path = write_video(output, frames, fps=fps)
-    png_path = write_grid(output.with_suffix(".png"), explanation, num_frames=grid_frames,
-                          alpha=alpha, colormap=colormap)
-    return video_path, png_path
+    kind = VIDEO_SUFFIXES[video.suffix.lower()]
+    with outputs.staged(flag) as write:
+        write(video, lambda tmp: encode_video(tmp, frames, fps=fps, kind=kind))
+        write(png, lambda tmp: save_grid(tmp, explanation, num_frames=grid_frames,
+                                         alpha=alpha, colormap=colormap))
+    return video, png

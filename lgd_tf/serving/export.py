@@ -10,28 +10,39 @@ Layout written (TF Serving polls `export_dir` and serves the highest version):
     export_dir/model.keras    the same Keras model (load with keras.saving.load_model after
                               `import lgd_tf`, safe_mode=True)
     export_dir/class_names.txt
+    export_dir/export.json    what was exported: class names, model architecture, the run's
+                              input spec and the evaluation sampling (read by predict)
+
+One run per folder: an export into a folder holding another run's export (other class names or
+another model architecture) is refused before anything is written. One export at a time: the
+folder is locked (`lgd_io.files.folder_lock`) for the whole export.
 
 Everything is first written under temporary names in `export_dir` (the SavedModel in
-`export_dir/.<version>.partial/`) and renamed once complete (model.tflite / model.onnx replace
-the previous file), so TF Serving never sees half a
-version. A write that fails (disk full, permission denied) removes what it wrote and raises
-`ExportWriteError` naming `export_dir`; the versions and files already there are kept.
+`export_dir/.<version>.partial/`) and renamed once every file is complete, so TF Serving never
+sees half a version. A write that fails (disk full, permission denied) removes what it wrote
+and raises `ExportWriteError` naming `export_dir`; the versions and files already there are
+kept.
 """
 
 import dataclasses
-import errno
-import os
+import json
 import pathlib
 import shutil
-import uuid
 
 import tensorflow as tf
 
-from lgd_tf.serving import loading, module
+from lgd_io import files
+from lgd_io.errors import BadInput, RunFailure
+from lgd_tf.serving import loading, module, spec
+from lgd_tf.serving.spec import (  # noqa: F401  (the export folder's files, defined there)
+    EDGE_FILES,
+    EXPORT_RECORD,
+    KERAS_FILE,
+    read_export_record,
+)
+from lgd_tf.training.run_folder import LOCK  # held by the export writing into the folder
 
-KERAS_FILE = "model.keras"
 FORMATS = ("saved_model", "litert", "onnx")
-EDGE_FILES = {"litert": "model.tflite", "onnx": "model.onnx"}
 # When neither the caller nor a training run gives them (module.default_sampling takes the
 # Sec. 5.2 defaults of num_clips and short_side for the model type).
 DEFAULT_NUM_CROPS = 1
@@ -39,12 +50,22 @@ DEFAULT_TEMPORAL_STRIDE = 1
 DEFAULT_SHORT_VIDEO = "loop"
 
 
-class ExportWriteError(OSError):
-    """The export could not be written (disk full, permission denied, ...).
+class ExportWriteError(RunFailure, OSError):
+    """The export could not be written (disk full, permission denied, ...); exit 1.
 
-    `filename` is the export dir, `strerror` says why; nothing that was in the export dir
+    `filename` is the export dir, `reason` says why; nothing that was in the export dir
     before was changed or removed.
     """
+
+    def __init__(self, export_dir, reason):
+        self.message = (f"cannot write the export in {export_dir}: {reason}; what was in it "
+                        "before is unchanged")
+        super().__init__(self.message)
+        self.filename = str(export_dir)
+        self.reason = reason
+
+    def __str__(self):
+        return self.message
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +78,7 @@ class ExportResult:
     model_path: pathlib.Path = None  # model.tflite / model.onnx
     input_shape: tuple = None  # (1, T, H, W, C) of model.tflite / model.onnx
     quantize: str = None
+    sampling_from: str = ""  # where the sampling came from ("from runs/x/run.json; ...")
 
 
 def describe_sampling(sampling):
@@ -75,78 +97,167 @@ def describe_sampling(sampling):
 def export_model(model_dir_or_keras_path, export_dir, *, version=1, class_names=None, top_k=5,
                  model_type=None, num_clips=None, num_crops=None, short_side=None,
                  temporal_stride=None, short_video=None, format="saved_model", quantize=None,
-                 input_height=None, input_width=None):
+                 input_height=None, input_width=None, video_spec=None, source=None):
     """Exports a trained classifier for TF Serving, LiteRT or ONNX, and as a `.keras` file.
 
     Args:
-        model_dir_or_keras_path: a model_dir (uses stage2.keras, else stage1.keras, and
-            class_names.txt) or a `.keras` file (class_names.txt next to it, if any); or an
-            in-memory `keras.Model`.
-        export_dir: output directory; must not already hold `export_dir/<version>`.
+        model_dir_or_keras_path: a run folder (its final model and class names) or a `.keras`
+            file (class_names.txt next to it, if any); or an in-memory `keras.Model`.
+        export_dir: output directory; must not already hold `export_dir/<version>`, nor
+            another run's export.
         version: TF Serving version number (subdirectory name).
         class_names: overrides the class names read from disk.
         top_k: classes returned by the signatures.
         model_type, num_clips, num_crops, short_side, temporal_stride, short_video: evaluation
             sampling of serve_frames and serve_encoded (`lgd_tf.data.eval_views`); None takes
-            the default: model type from the model, 15 / 10 clips and short side 120 / 240
-            (Sec. 5.2), 1 crop, stride 1, "loop". SavedModel only.
+            the run's (its `video_spec`), else the default: model type from the model, 15 /
+            10 clips and short side 120 / 240 (Sec. 5.2), 1 crop, stride 1, "loop".
         format: "saved_model" (TF Serving, `export_dir/<version>/`), "litert"
             (`export_dir/model.tflite`) or "onnx" (`export_dir/model.onnx`); the last two
             take one uint8 clip `(1, T, input_height, input_width, C)` and return the class
             probabilities `(1, K)`.
         quantize: litert only: None, "float16" or "dynamic_int8".
-        input_height, input_width: litert / onnx input size; default the model's training
-            crop size (112 LGD-3D, 224 LGD-2D) unless the model's input has a fixed size.
+        input_height, input_width: litert / onnx input size; default the run's training crop
+            size (else 112 LGD-3D, 224 LGD-2D) unless the model's input has a fixed size.
+        video_spec: the run's input spec for an in-memory model (read from the run otherwise).
+        source: a resolved `spec.ModelSource` (the command resolves it once).
 
     Returns:
         An `ExportResult`.
 
     Raises:
-        ValueError: a bad argument, model or class names, or `export_dir/<version>` exists.
-        NotADirectoryError: `export_dir` (or a folder above it) is a file.
+        BadInput: a bad argument, model or class names, `export_dir/<version>` exists, or
+            `export_dir` holds another run's export.
+        RunFailure: another export is writing into `export_dir`.
         ExportWriteError: writing failed; what export_dir held before is unchanged.
     """
-    if format not in FORMATS:
-        raise ValueError(f"`format` must be one of {FORMATS}. Received: {format!r}")
-    if quantize is not None and format != "litert":
-        raise ValueError(f"`quantize` applies to the litert format only. Received: "
-                         f"quantize={quantize!r}, format={format!r}")
-    if isinstance(version, bool) or int(version) < 0:
-        raise ValueError(f"`version` must be a non-negative integer. Received: {version}")
+    _check_arguments(format, quantize, version)
     version = int(version)
     export_dir = pathlib.Path(export_dir)
     _check_is_a_folder(export_dir)
-    version_dir = export_dir / str(version)
-    if format == "saved_model" and version_dir.exists():
-        raise ValueError(
-            f"{version_dir} already exists; export with a new --version (TF Serving serves "
-            f"the highest one). Received: export_dir={export_dir}, version={version}")
+    if format == "saved_model":
+        _new_version_dir(export_dir, version)  # before the slow part; again under the lock
     if isinstance(model_dir_or_keras_path, (str, pathlib.Path)):
-        model, names_on_disk, _ = loading.load_keras_model(model_dir_or_keras_path)
+        if source is None:
+            source = spec.resolve(model_dir_or_keras_path, flag="--model_dir", gradients=True)
+        model, names_on_disk, _ = loading.load_keras_model(source.file)
+        source = spec.with_model(source, model)
     else:
         model = model_dir_or_keras_path
         names_on_disk = loading.read_class_names(None, module.num_classes(model))
+        source = spec.ModelSource("keras", None, "", video_spec=video_spec)
     class_names = [str(c) for c in class_names] if class_names is not None else names_on_disk
-    sampling = module.default_sampling(
-        model, model_type=model_type, num_clips=num_clips,
-        num_crops=DEFAULT_NUM_CROPS if num_crops is None else num_crops,
-        short_side=short_side,
-        temporal_stride=DEFAULT_TEMPORAL_STRIDE if temporal_stride is None else temporal_stride,
-        short_video=DEFAULT_SHORT_VIDEO if short_video is None else short_video)
-    if format != "saved_model":
-        return _export_edge(model, export_dir, class_names, sampling, format, quantize,
-                            input_height, input_width)
-    serving = module.VideoClassifierModule(model, class_names, sampling=sampling, top_k=top_k)
-    keras_path = _write(export_dir, version_dir, serving, model, class_names)
-    return ExportResult(version_dir, keras_path, sampling, tuple(class_names))
+    if len(class_names) != module.num_classes(model):
+        raise BadInput(f"{len(class_names)} class names for a model of "
+                       f"{module.num_classes(model)} classes")
+    sampling, origin = spec.sampling_for(
+        source, model, model_type=model_type, num_clips=num_clips, num_crops=num_crops,
+        short_side=short_side, temporal_stride=temporal_stride, short_video=short_video)
+    record = _export_record(model, class_names, source, sampling)
+    height = input_height or spec.crop_size(source)
+    width = input_width or spec.crop_size(source)
+    created = [p for p in (export_dir, *export_dir.parents) if not p.exists()]
+    try:
+        with files.folder_lock(export_dir, lock_name=LOCK, in_use_hint=(
+                "another export is writing there; wait for it to end, or give another "
+                "--export_dir")):
+            _check_same_run(export_dir, record)
+            if format != "saved_model":
+                result = _export_edge(model, export_dir, record, sampling, format, quantize,
+                                      height, width)
+                return dataclasses.replace(result, sampling_from=origin)
+            version_dir = _new_version_dir(export_dir, version)
+            serving = module.VideoClassifierModule(model, class_names, sampling=sampling,
+                                                   top_k=top_k)
+            keras_path = _write(export_dir, model, record, version_dir=version_dir,
+                                serving=serving)
+    except BaseException:
+        _remove_created(created)
+        raise
+    return ExportResult(version_dir, keras_path, sampling, tuple(class_names),
+                        sampling_from=origin)
 
 
-def _export_edge(model, export_dir, class_names, sampling, format, quantize, height, width):
+def _new_version_dir(export_dir, version):
+    version_dir = export_dir / str(version)
+    if version_dir.exists():
+        raise BadInput(
+            f"{version_dir} already exists; export with a new --version (TF Serving serves "
+            f"the highest one). Received: export_dir={export_dir}, version={version}")
+    return version_dir
+
+
+def _check_arguments(format, quantize, version):
+    if format not in FORMATS:
+        raise BadInput(f"`format` must be one of {FORMATS}. Received: {format!r}")
+    if quantize is not None and format != "litert":
+        raise BadInput(f"`quantize` applies to the litert format only. Received: "
+                       f"quantize={quantize!r}, format={format!r}")
+    if isinstance(version, bool) or int(version) < 0:
+        raise BadInput(f"`version` must be a non-negative integer. Received: {version}")
+
+
+def _export_record(model, class_names, source, sampling):
+    from lgd_tf.training import run_folder
+
+    return {"class_names": list(class_names),
+            "architecture": json.loads(json.dumps(run_folder.model_architecture(model))),
+            "source": str(source.file) if source.file is not None else None,
+            "video_spec": source.video_spec,
+            "sampling": sampling.as_kwargs()}
+
+
+def _check_same_run(export_dir, record):
+    """BadInput if `export_dir` holds an export of another run (other class names or model
+    architecture); an export folder written before export.json existed is compared by its
+    class_names.txt and model.keras."""
+    recorded = read_export_record(export_dir)
+    if recorded is None:
+        recorded = _legacy_record(export_dir)
+        if recorded is None:
+            return
+    what = None
+    old, new = recorded.get("class_names"), record["class_names"]
+    if old is not None and list(old) != list(new):
+        if len(old) != len(new):
+            what = f"{len(old)} classes there, {len(new)} here"
+        else:
+            i = next(i for i, (a, b) in enumerate(zip(old, new, strict=True)) if a != b)
+            what = f"class {i} is {old[i]!r} there and {new[i]!r} here"
+    elif recorded.get("architecture") is not None:
+        before, now = recorded["architecture"], record["architecture"]
+        differ = [k for k in sorted(set(before) & set(now)) if before[k] != now[k]]
+        if differ:
+            setting = differ[0].rsplit(".", 1)[-1]
+            what = (f"its model has {setting}={before[differ[0]]!r}, this one "
+                    f"{setting}={now[differ[0]]!r}")
+    if what is not None:
+        raise BadInput(f"--export_dir={export_dir} holds the export of another run ({what}); "
+                       "export into another --export_dir")
+
+
+def _legacy_record(export_dir):
+    """{"class_names", "architecture"} of an export folder without export.json, or None."""
+    from lgd_tf.training import run_folder
+
+    names = run_folder.RunFolder(export_dir).read_class_names()
+    keras_path = export_dir / KERAS_FILE
+    if names is None and not keras_path.is_file():
+        return None
+    architecture = None
+    if keras_path.is_file():
+        try:
+            model, _, _ = loading.load_keras_model(keras_path)
+        except ValueError:
+            raise BadInput(f"--export_dir={export_dir} holds a {KERAS_FILE} that cannot be "
+                           "loaded; export into another --export_dir") from None
+        architecture = json.loads(json.dumps(run_folder.model_architecture(model)))
+    return {"class_names": names, "architecture": architecture}
+
+
+def _export_edge(model, export_dir, record, sampling, format, quantize, height, width):
     from lgd_tf.serving import litert
 
-    if len(class_names) != module.num_classes(model):
-        raise ValueError(f"{len(class_names)} class names for a model of "
-                         f"{module.num_classes(model)} classes")
     shape = litert.input_shape(model, height, width)
     if format == "litert":
         content = litert.convert_litert(model, height=shape[2], width=shape[3],
@@ -156,96 +267,76 @@ def _export_edge(model, export_dir, class_names, sampling, format, quantize, hei
 
         content = onnx.convert_onnx(model, height=shape[2], width=shape[3])
     path = export_dir / EDGE_FILES[format]
-    keras_path = _write(export_dir, None, None, model, class_names, files={path: content})
-    return ExportResult(None, keras_path, sampling, tuple(class_names), format=format,
-                        model_path=path, input_shape=shape, quantize=quantize)
+    record = dict(record, input_shapes={**_recorded_shapes(export_dir), format: list(shape)})
+    keras_path = _write(export_dir, model, record, files_to_write={path: content})
+    return ExportResult(None, keras_path, sampling, tuple(record["class_names"]),
+                        format=format, model_path=path, input_shape=shape, quantize=quantize)
+
+
+def _recorded_shapes(export_dir):
+    return (read_export_record(export_dir) or {}).get("input_shapes", {})
 
 
 def _check_is_a_folder(export_dir):
-    """NotADirectoryError if export_dir, or the nearest existing folder above it, is a file."""
+    """BadInput if export_dir, or the nearest existing folder above it, is a file."""
     for path in (export_dir, *export_dir.parents):
         if path.exists():
             if not path.is_dir():
                 if path == export_dir:
-                    raise NotADirectoryError(f"export_dir {export_dir} is a file, not a folder")
-                raise NotADirectoryError(
-                    f"export_dir {export_dir} cannot be created: {path} is a file")
+                    raise BadInput(f"--export_dir={export_dir} is a file, not a folder")
+                raise BadInput(
+                    f"--export_dir={export_dir} cannot be created: {path} is a file")
             return
 
 
-def _write(export_dir, version_dir, serving, model, class_names, files=None):
+def _write(export_dir, model, record, *, version_dir=None, serving=None, files_to_write=None):
     """Writes the export under temporary names, then renames; returns the .keras path.
 
-    With `serving` None no SavedModel is written; `files` ({path: bytes}, e.g. model.tflite)
-    are written under temporary names and replace their paths first."""
-    created = [p for p in (export_dir, *export_dir.parents) if not p.exists()]
-    tag = uuid.uuid4().hex[:8]
+    With `serving` None no SavedModel is written; `files_to_write` ({path: bytes}, e.g.
+    model.tflite) are staged with model.keras, class_names.txt and export.json, and all are
+    renamed together once every one is complete."""
+    from lgd_tf.training import run_folder
+
     staging_dir = (export_dir / f".{version_dir.name}.partial") if serving is not None else None
-    keras_tmp = export_dir / f".model.tmp-{tag}.keras"  # Keras picks the format by the suffix
-    names_tmp = export_dir / f".{loading.CLASS_NAMES_FILE}.tmp-{tag}"
-    file_tmps = {path: export_dir / f".{path.name}.tmp-{tag}" for path in (files or {})}
     keras_path = export_dir / KERAS_FILE
     # Traces the functions (before anything is written).
     signatures = serving.signatures() if serving is not None else None
     renamed = False
     try:
-        export_dir.mkdir(parents=True, exist_ok=True)
-        if serving is not None:
-            shutil.rmtree(staging_dir, ignore_errors=True)  # left by an export that was killed
-            tf.saved_model.save(serving, str(staging_dir), signatures=signatures)
-        for path, tmp in file_tmps.items():
-            tmp.write_bytes(files[path])
-        model.save(keras_tmp)
-        names_tmp.write_text("\n".join(class_names) + "\n")
-        if serving is not None:
-            staging_dir.rename(version_dir)
-            renamed = True
-        for path, tmp in file_tmps.items():
-            os.replace(tmp, path)
-        os.replace(keras_tmp, keras_path)
-        os.replace(names_tmp, export_dir / loading.CLASS_NAMES_FILE)
-    except (OSError, tf.errors.OpError) as error:
-        if renamed and not keras_tmp.exists():
-            renamed = False  # model.keras was replaced: the new version stays whole
-        _remove([p for p in [staging_dir, keras_tmp, names_tmp, *file_tmps.values()] if p]
-                + ([version_dir] if renamed else []), created)
-        reason = _reason(error, export_dir)
-        raise ExportWriteError(
-            _errno(error), f"cannot write the export: {reason}; what was in it before is "
-            "unchanged", str(export_dir)) from error
+        with files.Outputs() as outputs:
+            export_dir.mkdir(parents=True, exist_ok=True)
+            if serving is not None:
+                shutil.rmtree(staging_dir, ignore_errors=True)  # left by a killed export
+                tf.saved_model.save(serving, str(staging_dir), signatures=signatures)
+            for path, content in (files_to_write or {}).items():
+                pathlib.Path(outputs.path(path)).write_bytes(content)
+            model.save(outputs.path(keras_path))
+            pathlib.Path(outputs.path(export_dir / run_folder.CLASS_NAMES)).write_text(
+                "\n".join(record["class_names"]) + "\n")
+            pathlib.Path(outputs.path(export_dir / EXPORT_RECORD)).write_text(
+                json.dumps(record, indent=2, sort_keys=True) + "\n")
+            if serving is not None:
+                staging_dir.rename(version_dir)
+                renamed = True
+    except (OSError, tf.errors.OpError, RunFailure) as error:
+        if isinstance(error, ExportWriteError):
+            raise
+        if staging_dir is not None:
+            shutil.rmtree(staging_dir, ignore_errors=True)
+        if renamed:
+            shutil.rmtree(version_dir, ignore_errors=True)
+        reason = (error.args[0].rsplit(": ", 1)[-1] if isinstance(error, RunFailure)
+                  else files.failure_reason(error))
+        raise ExportWriteError(export_dir, reason) from error
     return keras_path
 
 
-def _remove(paths, created_dirs):
-    for path in paths:
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            try:
-                path.unlink(missing_ok=True)
-            except OSError:
-                pass
+def _remove_created(created_dirs):
     for folder in created_dirs:  # deepest first; only folders this export created, if empty
+        lock = folder / LOCK
+        if folder.is_dir() and [p.name for p in folder.iterdir()] == [lock.name]:
+            lock.unlink(missing_ok=True)
         try:
             folder.rmdir()
         except OSError:
             break
-
-
-def _errno(error):
-    if isinstance(error, OSError) and error.errno:
-        return error.errno
-    if isinstance(error, tf.errors.ResourceExhaustedError):
-        return errno.ENOSPC
-    if isinstance(error, tf.errors.PermissionDeniedError):
-        return errno.EACCES
-    return errno.EIO
-
-
-def _reason(error, export_dir):
-    """"No space left on device" (and the file) for an OSError; TF's first line otherwise."""
-    if isinstance(error, OSError) and error.strerror:
-        if error.filename and str(error.filename) != str(export_dir):
-            return f"{error.strerror} ({error.filename})"
-        return error.strerror
-    return loading.one_line(getattr(error, "message", None) or error)

@@ -20,7 +20,6 @@ import os
 
 import numpy as np
 
-VIDEO_SCORES_FILE = "eval_scores.npz"
 MODALITIES = ("rgb", "flow")
 
 DEFAULT_FLOW_WEIGHT = 0.5
@@ -149,21 +148,30 @@ def write_video_scores(model_dir, media_ids, scores, class_names, modality):
             f"Received: scores {scores.shape}, {len(media_ids)} ids, {len(class_names)} names")
     if modality not in MODALITIES:
         raise ValueError(f"`modality` must be one of {MODALITIES}. Received: {modality!r}")
-    path = os.path.join(model_dir, VIDEO_SCORES_FILE)
-    with open(path, "wb") as f:
-        np.savez(f, media_ids=np.array(media_ids, dtype=str), scores=scores,
-                 class_names=np.array([str(c) for c in class_names], dtype=str),
-                 modality=np.array(modality))
+    from lgd_io import files
+    from lgd_tf.training import run_folder
+
+    path = run_folder.eval_scores_path(model_dir)
+
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            np.savez(f, media_ids=np.array(media_ids, dtype=str), scores=scores,
+                     class_names=np.array([str(c) for c in class_names], dtype=str),
+                     modality=np.array(modality))
+
+    files.atomic_write(path, write)
     return path
 
 
 def read_video_scores(model_dir):
     """Reads `model_dir/eval_scores.npz` -> (`{media_id: scores (K,)}`, class names, modality)."""
-    path = os.path.join(model_dir, VIDEO_SCORES_FILE)
+    from lgd_tf.training import run_folder
+
+    path = run_folder.eval_scores_path(model_dir)
     if not os.path.isfile(path):
         raise ValueError(
             f"No per-video scores in {model_dir}: run `python -m lgd_tf.evaluate` on that "
-            f"model first (it writes {VIDEO_SCORES_FILE}). Received: {model_dir}")
+            f"model first (it writes {os.path.basename(path)}). Received: {model_dir}")
     with np.load(path, allow_pickle=False) as data:
         ids = check_media_ids([str(m) for m in data["media_ids"]], path)
         scores = dict(zip(ids, data["scores"], strict=True))
@@ -193,7 +201,7 @@ def fuse_with_model_dir(media_ids, scores, class_names, modality, other_model_di
     if list(other_names) != [str(c) for c in class_names]:
         raise ValueError(
             f"{other_model_dir} was evaluated with other classes; both streams need the same "
-            f"class_names.txt. Received: {len(other_names)} vs {len(class_names)} names")
+            f"class names. Received: {len(other_names)} vs {len(class_names)} names")
     fused = fuse_two_models(dict(zip(ids, np.asarray(scores), strict=True)), other,
                             modality=modality, fuse_with_modality=other_modality,
                             fusion_weight=fusion_weight)

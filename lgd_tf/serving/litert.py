@@ -120,6 +120,7 @@ class LiteRTRunner:
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
         self.shape = tuple(int(d) for d in self.input["shape"])
+        self.output_size = int(self.output["shape"][-1])  # K
 
     def __call__(self, clip):
         self.interpreter.set_tensor(self.input["index"], np.asarray(clip, np.uint8))

@@ -11,8 +11,11 @@ import pathlib
 import keras
 from keras.src.saving.serialization_lib import SafeModeScope
 
-CLASS_NAMES_FILE = "class_names.txt"
-STAGE_FILES = ("stage2.keras", "stage1.keras")
+from lgd_io.errors import BadInput
+from lgd_tf.training import run_folder
+
+CLASS_NAMES_FILE = run_folder.CLASS_NAMES
+STAGE_FILES = run_folder.STAGE_FILES
 SAVED_MODEL_FILE = "saved_model.pb"
 
 
@@ -23,26 +26,20 @@ def find_keras_file(model_dir_or_keras_path):
         for name in STAGE_FILES:
             if (path / name).is_file():
                 return path / name
-        raise ValueError(
+        raise BadInput(
             f"No trained model in {path}: expected {' or '.join(STAGE_FILES)} there. "
             f"Received: {path}")
-    if path.suffix == ".keras" and path.is_file():
+    if path.suffix == run_folder.MODEL_SUFFIX and path.is_file():
         return path
-    raise ValueError(
+    raise BadInput(
         f"Expected a model_dir or an existing .keras file. Received: {model_dir_or_keras_path}")
 
 
 def read_class_names(path, num_classes):
-    """Class names from `path` (one per line); `None` path -> "0", "1", ... ."""
-    if path is None:
-        return [str(i) for i in range(num_classes)]
-    names = [line.strip() for line in pathlib.Path(path).read_text().splitlines()]
-    names = [name for name in names if name]
-    if len(names) != num_classes:
-        raise ValueError(
-            f"{path} must hold one class name per model output ({num_classes}). "
-            f"Received: {len(names)} names")
-    return names
+    """Class names from `path` (a class_names.txt, or a folder holding one; one per line);
+    `None` path or no such file -> "0", "1", ... ."""
+    names = None if path is None else run_folder.read_class_names(path, num_classes)
+    return [str(i) for i in range(num_classes)] if names is None else names
 
 
 def load_keras_model(model_dir_or_keras_path):
@@ -63,10 +60,8 @@ def load_keras_model(model_dir_or_keras_path):
         with SafeModeScope(True):
             model = keras.saving.load_model(keras_path, safe_mode=True, compile=False)
     except Exception as error:  # Keras raises many types for a corrupt or foreign file.
-        raise ValueError(f"Could not load {keras_path}: {one_line(error)}") from error
-    names_file = keras_path.parent / CLASS_NAMES_FILE
-    num_classes = _num_outputs(model)
-    class_names = read_class_names(names_file if names_file.is_file() else None, num_classes)
+        raise BadInput(f"Could not load {keras_path}: {one_line(error)}") from error
+    class_names = read_class_names(keras_path.parent, _num_outputs(model))
     return model, class_names, keras_path
 
 

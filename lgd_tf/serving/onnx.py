@@ -46,6 +46,7 @@ class ONNXRunner:
                                                     providers=["CPUExecutionProvider"])
         self.input = self.session.get_inputs()[0]
         self.shape = tuple(int(d) for d in self.input.shape)
+        self.output_size = int(self.session.get_outputs()[0].shape[-1])  # K
 
     def __call__(self, clip):
         return self.session.run(None, {self.input.name: np.asarray(clip, np.uint8)})[0]

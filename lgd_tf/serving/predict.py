@@ -30,6 +30,7 @@ import av
 import numpy as np
 import tensorflow as tf
 
+from lgd_io.errors import BadInput
 from lgd_tf.serving import classifier as classifier_lib
 from lgd_tf.serving import fusion, loading
 
@@ -199,9 +200,9 @@ def predict_video(model, video, *, fuse_with=None, fusion_weight=fusion.DEFAULT_
     overrides = {"num_clips": num_clips, "num_crops": num_crops, "short_side": short_side}
     classifiers = [_as_classifier(model, overrides)]
     if fuse_with is not None:
-        classifiers.append(_as_classifier(fuse_with, overrides))
+        classifiers.append(_as_classifier(fuse_with, overrides, flag="--fuse_with"))
         if classifiers[0].class_names != classifiers[1].class_names:
-            raise ValueError(
+            raise BadInput(
                 "The fused models must have the same classes in the same order. Received: "
                 f"{len(classifiers[0].class_names)} and {len(classifiers[1].class_names)} "
                 "class names that differ")
@@ -222,11 +223,22 @@ def predict_video(model, video, *, fuse_with=None, fusion_weight=fusion.DEFAULT_
         weight = float(fusion_weight)
     return Prediction(
         video=str(video),
-        models=[{"path": c.path, "modality": c.modality} for c in classifiers],
+        models=[describe_classifier(c) for c in classifiers],
         fusion_weight=weight,
         class_names=classifiers[0].class_names,
         probabilities=np.asarray(probabilities, np.float32),
     )
+
+
+def describe_classifier(classifier):
+    """{"path", "modality", "sampling": the views in words, "sampling_from": their origin}."""
+    from lgd_tf.serving.export import describe_sampling
+
+    views = describe_sampling(classifier.sampling)
+    if classifier.views:
+        views += f"; {classifier.views}"
+    return {"path": classifier.path, "modality": classifier.modality, "sampling": views,
+            "sampling_from": classifier.origin}
 
 
 def as_classifier(model, *, num_clips=None, num_crops=None, short_side=None):
@@ -236,35 +248,32 @@ def as_classifier(model, *, num_clips=None, num_crops=None, short_side=None):
     return _as_classifier(model, overrides)
 
 
-def _as_classifier(model, overrides):
-    if isinstance(model, classifier_lib.VideoClassifier):
+def _as_classifier(model, overrides, flag="--model"):
+    if isinstance(model, (classifier_lib.VideoClassifier, classifier_lib.EdgeClassifier)):
         return model
-    saved_model_dir = loading.find_saved_model(model)
-    if saved_model_dir is not None:
-        overrides = {}  # SavedModel sampling is fixed at export; the flags apply to .keras.
-        source = saved_model_dir / loading.SAVED_MODEL_FILE
-    else:
-        source = loading.find_keras_file(model)
+    from lgd_tf.serving import spec
+
+    source = spec.resolve(model, flag=flag)
     # Loading is the slow part (tens of seconds for ResNet-50); a loop calling predict_video
     # with the same path reuses the model until its file changes.
-    key = (str(source.resolve()), source.stat().st_mtime_ns,
-           tuple(sorted(overrides.items())))
-    return _load_cached(key, str(model), tuple(overrides.items()))
+    stamp = source.file / loading.SAVED_MODEL_FILE if source.file.is_dir() else source.file
+    key = (str(stamp.resolve()), stamp.stat().st_mtime_ns, tuple(sorted(overrides.items())))
+    return _load_cached(key, str(model), tuple(overrides.items()), flag)
 
 
 @functools.lru_cache(maxsize=4)
-def _load_cached(key, model, overrides):
+def _load_cached(key, model, overrides, flag):
     del key  # only part of the cache key
     try:
-        return classifier_lib.load_classifier(model, **dict(overrides))
+        return classifier_lib.load_classifier(model, flag=flag, **dict(overrides))
     except (OSError, tf.errors.OpError) as error:
         # TensorFlow reports a corrupt saved_model.pb or variables file as an OSError without
         # an errno or as an OpError: the model is bad input. A real I/O error passes on.
         if isinstance(error, OSError) and error.errno is not None:
             raise
-        raise ValueError(f"Could not load the SavedModel {model}: "
-                         f"{loading.one_line(getattr(error, 'message', None) or error)}"
-                         ) from error
+        raise BadInput(f"Could not load the SavedModel {model}: "
+                       f"{loading.one_line(getattr(error, 'message', None) or error)}"
+                       ) from error
 
 
 def clear_model_cache():

@@ -254,10 +254,18 @@ def timeline_figure_png(timeline, path=None, *, k=5, max_classes=6, title=None):
     return data
 
 
-def write_timeline(timeline, prefix, k=5):
-    """PREFIX.csv and PREFIX.png; returns their paths."""
-    prefix = str(prefix)
-    csv_path = write_timeline_csv(timeline, prefix + ".csv", k)
-    png_path = prefix + ".png"
-    timeline_figure_png(timeline, png_path, k=k)
+def timeline_paths(prefix):
+    """(PREFIX.csv, PREFIX.png)."""
+    return str(prefix) + ".csv", str(prefix) + ".png"
+
+
+def write_timeline(timeline, prefix, k=5, flag="--timeline"):
+    """PREFIX.csv and PREFIX.png, replaced together once both are written (a failure keeps
+    both old files); returns their paths."""
+    from lgd_tf.serving import outputs
+
+    csv_path, png_path = timeline_paths(prefix)
+    with outputs.staged(flag) as write:
+        write(csv_path, lambda tmp: write_timeline_csv(timeline, tmp, k))
+        write(png_path, lambda tmp: timeline_figure_png(timeline, tmp, k=k))
     return csv_path, png_path

@@ -2,18 +2,18 @@
 
 A video's views (15 clips for LGD-3D, 10 frame triples for LGD-2D, times 1 or 3 crops) each
 give softmax probabilities (`lgd_tf.models.class_probabilities`); their mean is the video's
-score. Outputs in model_dir: eval_results.json (top-1, top-5, per-class accuracy),
-confusion_matrix.csv and confusion_matrix.png (rows: true class, columns: predicted, class
-names on both axes), eval_predictions.csv and eval_scores.npz; with `summary_dir`, the
-scalars eval/top1, eval/top5, eval/mean_class_accuracy (and the confusion figure) for
-TensorBoard.
+score. Outputs in model_dir (`run_folder.EVAL_FILES`, replaced together): the results
+(top-1, top-5, per-class accuracy), the confusion matrix as CSV and as a figure (rows: true
+class, columns: predicted, class names on both axes), the per-video predictions and scores
+(the scores are what `--fuse_with` reads); with `summary_dir`, the scalars eval/top1,
+eval/top5, eval/mean_class_accuracy (and the confusion figure) for TensorBoard.
 """
 
 import collections
 import csv
 import io
+import json
 import os
-import re
 import time
 import weakref
 
@@ -22,11 +22,12 @@ import numpy as np
 import tensorflow as tf
 from keras.src.saving.serialization_lib import SafeModeScope
 
+from lgd_io import files
 from lgd_tf import data
 from lgd_tf.models import class_probabilities
 from lgd_tf.serving import fusion
 from lgd_tf.training import metrics, run_folder
-from lgd_tf.training.errors import TrainingError, one_line, warn
+from lgd_tf.training.errors import RunFailure, TrainingError, data_error, one_line, warn
 
 
 def average_view_scores(view_scores):
@@ -42,7 +43,7 @@ _WARNED = set()
 
 def label_check_names(class_names):
     """The class names the pipelines check label strings against, or None when they are only
-    the default "0".."K-1" (no class_names.txt: nothing to check against)."""
+    the default "0".."K-1" (no class names file: nothing to check against)."""
     if class_names is None or list(class_names) == [str(i) for i in range(len(class_names))]:
         return None
     return list(class_names)
@@ -60,12 +61,6 @@ def check_media_ids(media_ids, pattern):
             "clip/media_id, so each video needs its own: rebuild with python -m "
             "lgd_tf.build_tfrecords (unique media ids) or drop the repeated records")
     return missing
-
-
-def _data_error(error):
-    """The pipeline's "lgd_tf.data: ..." line inside a TensorFlow error, or None."""
-    found = re.search(r"(lgd_tf\.data: .*?)\]?\s*$", one_line(error))
-    return found.group(1).replace("\\'", "'") if found else None
 
 
 _PREDICT = weakref.WeakKeyDictionary()  # model -> {input spec: traced forward}
@@ -103,23 +98,28 @@ def _predict_fn(model, views):
 
 def load_stage_model(model_dir, stage=None):
     """model_dir/stage2.keras, else stage1.keras (or the `stage` asked for)."""
-    candidates = [stage] if stage else ["stage2", "stage1"]
+    candidates = [stage] if stage else list(reversed(run_folder.STAGES))
+    run = run_folder.RunFolder(model_dir)
     for name in candidates:
-        path = os.path.join(model_dir, f"{name}.keras")
+        path = run.stage_model(name)
         if tf.io.gfile.exists(path):
-            with SafeModeScope(True):  # even if the process enabled unsafe deserialization
-                return keras.saving.load_model(path, compile=False), name
+            try:
+                with SafeModeScope(True):  # even if the process enabled unsafe deserialization
+                    return keras.saving.load_model(path, compile=False), name
+            except (ValueError, TypeError, KeyError, OSError) as error:  # foreign or corrupt
+                raise TrainingError(f"cannot load {run.what(path)}: {one_line(error)}") from None
     raise TrainingError(f"no trained model in {model_dir}: expected "
-                        f"{' or '.join(c + '.keras' for c in candidates)}")
+                        f"{' or '.join(run_folder.stage_file(c) for c in candidates)}")
 
 
 def evaluate_video_level(model_dir, sources, model=None, stage=None, *, batch_size=4,
                          data_fn=None, write_files=True, fuse_with=None, fusion_weight=0.5,
-                         summary_dir=None, step=None):
+                         summary_dir=None, step=None, output_dir=None, output_flag=None):
     """Video-level top-1 / top-5, per-class accuracy and confusion matrix of a saved stage.
 
     Args:
-        model_dir: the training run (stage*.keras); results written there.
+        model_dir: the training run (stage*.keras); results written there (or in
+            `output_dir`).
         sources: the run's `DataSources` (eval pattern, num_classes, class names).
         model: an in-memory model (default: loaded with `load_stage_model`).
         stage: "stage1" / "stage2" name of `model` or of the file to load.
@@ -130,16 +130,19 @@ def evaluate_video_level(model_dir, sources, model=None, stage=None, *, batch_si
         data_fn: `fn(pattern, batch_size, num_classes=..., [class_names=...])` -> (views,
             labels, media_ids), default `lgd_tf.data.eval_dataset`; class_names (label
             strings checked against them) unless they are the default "0".."K-1".
-        write_files: write eval_results.json, the confusion matrix files and the per-video
-            scores (eval_scores.npz) that another run's `fuse_with` reads.
+        write_files: write the results, the confusion matrix files, the per-video
+            predictions and the per-video scores that another run's `fuse_with` reads.
         fuse_with: another evaluated model_dir (e.g. the flow stream): its per-video scores
             are late-fused with this model's (Sec. 5.5, `lgd_tf.serving.fusion`).
         fusion_weight: weight of the flow stream in the fusion.
         summary_dir, step: also write the eval scalars (and, with `write_files`, the
             confusion figure) at `step` to TensorBoard event files in `summary_dir`.
+        output_dir: where the result files go (default `model_dir`); all of them are
+            replaced together once every one is complete (`lgd_io.files.Outputs`).
+        output_flag: how a write error names the folder ("--output_dir"); default the path.
 
     Returns:
-        The results dict (also in eval_results.json).
+        The results dict (also written to `run_folder.EVAL_RESULTS`).
     """
     if not sources.eval_pattern:
         raise TrainingError("no eval data: set data_sources.eval_pattern (e.g. "
@@ -168,10 +171,16 @@ def evaluate_video_level(model_dir, sources, model=None, stage=None, *, batch_si
             labels.append(batch_labels.numpy())
             media_ids.extend(m.decode() for m in batch_ids.numpy())
     except tf.errors.InvalidArgumentError as error:
-        line = _data_error(error)
+        line = data_error(error)
         if line is None:
             raise
         raise TrainingError(line) from None
+    except tf.errors.DataLossError as error:
+        raise TrainingError(f"eval data {sources.eval_pattern}: {one_line(error)}") from None
+    except ValueError as error:  # the views the config samples do not fit the model
+        raise TrainingError(f"the eval clips of {sources.eval_pattern} do not fit the model "
+                            f"(input {tuple(model.input.shape)}): {one_line(error)}; give the "
+                            "evaluation the model's num_frames and modality") from None
     if not scores:
         raise TrainingError(f"the eval data set is empty ({sources.eval_pattern})")
     scores, labels = np.concatenate(scores), np.concatenate(labels)
@@ -179,10 +188,10 @@ def evaluate_video_level(model_dir, sources, model=None, stage=None, *, batch_si
     if missing and not fuse_with and sources.eval_pattern not in _WARNED:
         _WARNED.add(sources.eval_pattern)  # once per pattern (evaluations during training)
         warn(f"{missing} of {len(media_ids)} eval records have no clip/media_id: "
-             "eval_predictions.csv cannot name them and --fuse_with cannot match them")
+             f"{run_folder.EVAL_PREDICTIONS} cannot name them and --fuse_with cannot match "
+             "them")
     modality = fusion.modality_of(model)
-    if write_files:
-        fusion.write_video_scores(model_dir, media_ids, scores, sources.class_names, modality)
+    video_scores = scores
     if fuse_with:
         try:
             scores = fusion.fuse_with_model_dir(media_ids, scores, sources.class_names, modality,
@@ -215,15 +224,44 @@ def evaluate_video_level(model_dir, sources, model=None, stage=None, *, batch_si
         title = (f"{stage or 'model'}: video-level top-1 {100 * results['top1']:.1f}% "
                  f"({results['num_videos']} videos)")
         figure = metrics.confusion_figure_png(matrix, sources.class_names, title=title)
-        run_folder.write_json(os.path.join(model_dir, "eval_results.json"), results)
-        run_folder.write_text(os.path.join(model_dir, "confusion_matrix.csv"),
-                              metrics.confusion_csv(matrix, sources.class_names))
-        run_folder.write_bytes(os.path.join(model_dir, "confusion_matrix.png"), figure)
-        run_folder.write_text(os.path.join(model_dir, "eval_predictions.csv"),
-                              _predictions_csv(media_ids, labels, predictions, scores))
+        _write_outputs(output_dir or model_dir, output_flag, {
+            run_folder.EVAL_RESULTS: json.dumps(results, indent=2, sort_keys=True) + "\n",
+            run_folder.CONFUSION_CSV: metrics.confusion_csv(matrix, sources.class_names),
+            run_folder.CONFUSION_PNG: figure,
+            run_folder.EVAL_PREDICTIONS: _predictions_csv(media_ids, labels, predictions,
+                                                          scores),
+            run_folder.EVAL_SCORES: _video_scores_npz(media_ids, video_scores,
+                                                      sources.class_names, modality),
+        })
     if summary_dir is not None:
         write_summaries(summary_dir, step or 0, results, figure)
     return results
+
+
+def _video_scores_npz(media_ids, scores, class_names, modality):
+    """eval_scores.npz: every video's scores (N, K) with its media id, the class names and
+    the modality (read back by `lgd_tf.serving.fusion.read_video_scores`)."""
+    out = io.BytesIO()
+    np.savez(out, media_ids=np.array([str(m) for m in media_ids], dtype=str),
+             scores=np.asarray(scores, np.float32),
+             class_names=np.array([str(c) for c in class_names], dtype=str),
+             modality=np.array(modality))
+    return out.getvalue()
+
+
+def _write_outputs(folder, flag, contents):
+    """Writes {file name: text or bytes} into `folder`, replaced together (a failure before
+    the last one is complete leaves every old file as it was)."""
+    with files.Outputs() as outputs:
+        for name, content in contents.items():
+            final = os.path.join(folder, name)
+            path = outputs.path(final, what=f"{final} ({flag})" if flag else None)
+            try:
+                with tf.io.gfile.GFile(path, "wb") as f:
+                    f.write(content.encode() if isinstance(content, str) else content)
+            except (OSError, tf.errors.OpError) as error:
+                raise RunFailure(f"cannot write {final}{f' ({flag})' if flag else ''}: "
+                                 f"{files.failure_reason(error)}") from None
 
 
 def _predictions_csv(media_ids, labels, predictions, scores):
@@ -256,7 +294,7 @@ def format_results(results, class_names=None, max_classes=20):
     for i, (name, acc) in enumerate(results["per_class_accuracy"].items()):
         if i == max_classes:
             lines.append(f"... ({len(results['per_class_accuracy']) - max_classes} more in "
-                         "eval_results.json)")
+                         f"{run_folder.EVAL_RESULTS})")
             break
         shown = "-" if acc is None else f"{100 * acc:.1f}%"
         lines.append(f"{name:<24} {results['videos_per_class'][name]:>6} {shown:>8}")

@@ -35,7 +35,14 @@ from lgd_tf import data
 from lgd_tf.models import class_probabilities
 from lgd_tf.training import run_folder
 from lgd_tf.training import strategy as strategy_lib
-from lgd_tf.training.errors import Interrupted, RunFailure, TrainingError, one_line, warn
+from lgd_tf.training.errors import (
+    Interrupted,
+    RunFailure,
+    TrainingError,
+    data_error,
+    one_line,
+    warn,
+)
 
 StageResult = collections.namedtuple(
     "StageResult", ["stage", "steps", "start_step", "seconds", "loss", "top1", "clips_per_second",
@@ -382,6 +389,14 @@ def fit_stage(stage, model, strategy, train_pattern, stage_dir, num_classes, *,
         except (StopIteration, tf.errors.OutOfRangeError):
             raise TrainingError(f"{stage}: the training data ran out at step {step} "
                                 f"({train_pattern} yields no batch of {batch_size}).") from None
+        except tf.errors.InvalidArgumentError as error:
+            line = data_error(error)  # a bad record, named by the pipeline
+            if line is None:
+                raise
+            raise TrainingError(line) from None
+        except tf.errors.DataLossError as error:
+            raise TrainingError(f"{stage}: training data {train_pattern}: "
+                                f"{one_line(error)}") from None
         except _LOST_PEER as error:
             if not multi_worker:
                 raise

@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from lgd_tf import data
 from lgd_tf.data import pipelines
-from lgd_tf.models import load_lgd_weights
+from lgd_tf.models import LGDClassifier, load_lgd_weights
 from lgd_tf.training import evaluation, loop, precision, run_folder
 from lgd_tf.training import strategy as strategy_lib
 from lgd_tf.training.errors import TrainingError, one_line, warn
@@ -54,15 +54,6 @@ def _check_pattern(kind, pattern):
                         f"{pattern!r} hold no record")
 
 
-def _read_class_names(path, num_classes):
-    with tf.io.gfile.GFile(path) as f:
-        names = [line.strip() for line in f if line.strip()]
-    if len(names) != num_classes:
-        raise TrainingError(f"NUM_CLASSES is {num_classes} but {path} lists {len(names)} "
-                            "classes")
-    return names
-
-
 def data_sources(train_pattern=None, eval_pattern=None, num_classes=None,
                  class_names_file=None, demo_cache_dir=None, *, need_train=True,
                  need_eval=True, build_demo_fn=None):
@@ -71,8 +62,8 @@ def data_sources(train_pattern=None, eval_pattern=None, num_classes=None,
     Args:
         train_pattern, eval_pattern: globs (comma-separated lists allowed) of shards.
         num_classes: K; checked against the class names and the demo set.
-        class_names_file: one name per line; default `class_names.txt` next to the train
-            shards (written by the TFRecord builder), else "0".."K-1".
+        class_names_file: one name per line; default the class names file next to the
+            train shards (written by the TFRecord builder), else "0".."K-1".
         demo_cache_dir: with no pattern given, `build_demo_fn(dir)` (built once, cached)
             supplies both patterns and the class names.
         need_train, need_eval: which patterns must exist (evaluation needs only eval).
@@ -103,10 +94,12 @@ def data_sources(train_pattern=None, eval_pattern=None, num_classes=None,
             _check_pattern(kind, pattern)
     if class_names is None:
         anchor = train_pattern or eval_pattern
-        default = os.path.join(os.path.dirname(anchor.split(",")[0]), "class_names.txt")
-        path = class_names_file or (default if tf.io.gfile.exists(default) else None)
-        class_names = (_read_class_names(path, num_classes) if path
-                       else [str(i) for i in range(num_classes)])
+        path = class_names_file or run_folder.class_names_path(
+            os.path.dirname(anchor.split(",")[0]))
+        class_names = run_folder.read_class_names(path, num_classes)
+        if class_names is None and class_names_file:
+            raise TrainingError(f"data_sources.class_names_file {class_names_file} not found")
+        class_names = class_names or [str(i) for i in range(num_classes)]
     return DataSources(train_pattern, eval_pattern, num_classes, class_names)
 
 
@@ -136,7 +129,7 @@ def _build(stage, model_fn, strategy, stage_scope, num_classes):
 
 def fit_two_stage(model_dir, strategy, sources, *, model_fn=None, stages=STAGES, seed=0,
                   mixed_precision=None, fit_stage_fn=None, stage_scope=None,
-                  evaluate_fn=None, stop=None, after_stage=None):
+                  evaluate_fn=None, stop=None, after_stage=None, video_spec_fn=None):
     """Runs the stages in order, each resumable; returns ({stage: StageResult}, model).
 
     Args:
@@ -160,6 +153,10 @@ def fit_two_stage(model_dir, strategy, sources, *, model_fn=None, stages=STAGES,
             saves a checkpoint and raises `Interrupted`.
         after_stage: `after_stage(stage)` called on the chief once a stage's model is saved
             (the commands write the operative config there).
+        video_spec_fn: `video_spec_fn(architecture)` -> the run's video spec
+            (`run_folder.video_spec`), called in the last stage's scope with that stage's
+            architecture; default `run_folder.video_spec` with the pipelines' defaults. The
+            spec goes to run.json and into every stage model (`lgd_tf.models.video_spec`).
 
     Returns:
         ({stage: StageResult}, the last stage's model).
@@ -193,9 +190,15 @@ def fit_two_stage(model_dir, strategy, sources, *, model_fn=None, stages=STAGES,
                   for stage in stages}
         architectures = {stage: run_folder.model_architecture(m) for stage, m in models.items()}
         run.check(sources.class_names, architectures)
+        spec = _video_spec(video_spec_fn, stage_scope, stages[-1], architectures[stages[-1]])
+        for model in models.values():
+            if isinstance(model, LGDClassifier):
+                model.video_spec = spec
         if chief:
             run.makedirs()
-            run.record(sources.class_names, architectures)
+            run.record(sources.class_names, architectures, video_spec=spec,
+                       data={"train_pattern": sources.train_pattern,
+                             "eval_pattern": sources.eval_pattern})
         results, previous, model = {}, None, None
         for stage in stages:
             model = models[stage]
@@ -213,13 +216,22 @@ def fit_two_stage(model_dir, strategy, sources, *, model_fn=None, stages=STAGES,
                 final = run.stage_model(stage)
                 if results[stage].steps > results[stage].start_step or not tf.io.gfile.exists(
                         final):
-                    run_folder.save_model(model, final)
+                    run_folder.save_model(model, final, what=run.what(final))
+                run.finish_stage(stage)
                 if after_stage is not None:
                     after_stage(stage)
             previous = model
     finally:
         keras.mixed_precision.set_global_policy("float32")
     return results, model
+
+
+def _video_spec(video_spec_fn, stage_scope, stage, architecture):
+    """The run's video spec, from the settings of the last stage (the one evaluated)."""
+    with stage_scope(stage):
+        if video_spec_fn is None:
+            return run_folder.video_spec(architecture)
+        return video_spec_fn(architecture)
 
 
 def _bind_stage(evaluate_fn, stage):

@@ -105,3 +105,41 @@ def videos(tmp_path_factory):
         frames = bright_or_dark_clips(rng, [label] * 3, size=(40, 56)).reshape(12, 40, 56, 3)
         paths[name] = write_video(folder / f"{name}.mp4", frames)
     return paths
+
+
+# The input spec of the recorded run: its training crop and evaluation sampling (not the
+# Sec. 5.2 defaults, 15 clips at short side 120, so a command that ignores the record scores
+# other views).
+RUN_CROP = 28
+RUN_EVAL = {"num_clips": NUM_CLIPS, "short_side": SHORT_SIDE}
+# What train writes to operative_config.gin for the same settings (older code read it).
+RUN_OPERATIVE_CONFIG = (f"eval_dataset.num_clips = {NUM_CLIPS}\n"
+                        f"eval_dataset.short_side = {SHORT_SIDE}\n"
+                        f"train_dataset.crop_size = {RUN_CROP}\n")
+
+
+def record_run(model, folder, class_names=CLASS_NAMES, eval_sampling=None, crop_size=RUN_CROP):
+    """A run folder for `model` as train leaves it: run.json (class names, architecture,
+    video spec, data, finished stage2), class_names.txt, operative_config.gin, and
+    stage2.keras carrying the video spec."""
+    from lgd_tf.training import run_folder
+
+    run = run_folder.RunFolder(folder)
+    architecture = run_folder.model_architecture(model)
+    spec = run_folder.video_spec(architecture, crop_size=crop_size,
+                                 eval_sampling=eval_sampling or RUN_EVAL)
+    model.video_spec = spec
+    run.record(list(class_names), {"stage2": architecture}, video_spec=spec,
+               data={"train_pattern": "train-*.tfrecord", "eval_pattern": "eval-*.tfrecord"})
+    run_folder.save_model(model, run.stage_model("stage2"))
+    run.finish_stage("stage2")
+    with open(run.file(run_folder.OPERATIVE_CONFIG), "w") as f:
+        f.write(RUN_OPERATIVE_CONFIG)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def recorded_run(trained_model_dir, tmp_path_factory):
+    """The trained model as a recorded training run (see `record_run`)."""
+    model = keras.saving.load_model(trained_model_dir / "stage2.keras", safe_mode=True)
+    return record_run(model, tmp_path_factory.mktemp("recorded") / "run")

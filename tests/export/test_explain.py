@@ -226,6 +226,7 @@ def test_command_writes_a_decodable_overlay_video_and_a_png_grid(demo_model_dir,
     frames, label = demo.labelled_videos("eval", 1, seed=4)[5][:2]
     video = write_video(tmp_path / "digit.mp4", frames)
     output = tmp_path / "out" / "digit_cam.mp4"
+    output.parent.mkdir()  # the output's folder must exist (checked before the work)
     code = explain_command.run(["lgd_tf.explain", f"--model={demo_model_dir}",
                                 f"--video={video}", f"--output={output}", "--short_side=64",
                                 f"--class_name={demo.CLASS_NAMES[label]}"])
@@ -258,7 +259,7 @@ def test_model_paths(demo_model_dir, tmp_path):
     export_dir = tmp_path / "export"
     (export_dir / "1").mkdir(parents=True)
     (export_dir / "1" / "saved_model.pb").write_bytes(b"")
-    with pytest.raises(ValueError, match="SavedModel keeps no gradients"):
+    with pytest.raises(ValueError, match="is a SavedModel, which keeps no gradients"):
         explain.find_model(export_dir)
     (export_dir / "model.keras").write_bytes(b"")
     assert explain.find_model(export_dir) == export_dir / "model.keras"
@@ -275,7 +276,8 @@ def test_bad_inputs_exit_2_with_one_line(demo_model_dir, tmp_path, capsys):
     base = ["lgd_tf.explain", f"--model={demo_model_dir}", f"--output={tmp_path / 'o.mp4'}"]
 
     assert explain_command.run(base + [f"--video={tmp_path / 'missing.mp4'}"]) == 2
-    assert _error_line(capsys).startswith("lgd_tf.explain: error: No video file at")
+    assert _error_line(capsys) == (
+        f"lgd_tf.explain: error: --video={tmp_path / 'missing.mp4'}: no such file")
 
     assert explain_command.run(base + [f"--video={video}", "--class_name=digit9_left"]) == 2
     line = _error_line(capsys)

@@ -80,14 +80,15 @@ def _keras_reference(model, clips):
 
 @pytest.mark.subprocess
 def test_savedmodel_runs_without_lgd_tf_and_matches_keras(exported, trained_model, clips,
-                                                         tmp_path):
+                                                         trained_model_dir, tmp_path):
     export_dir, stdout = exported
     assert (export_dir / "1" / "saved_model.pb").is_file()
     assert "serve_encoded" in stdout
     # No training run behind the model_dir: the flags and Sec. 5.2's defaults, said so.
     assert (f"sampling: {NUM_CLIPS} clips x 1 crop of {NUM_FRAMES} frames, short side "
-            f"{SHORT_SIDE}, stride 1, loop (Sec. 5.2 defaults; --num_clips, --short_side "
-            "override)") in stdout.splitlines()
+            f"{SHORT_SIDE}, stride 1, loop (Sec. 5.2 defaults: {trained_model_dir} "
+            "/ stage2.keras records no input spec; --num_clips, --short_side "
+            "override)").replace(" / ", "/") in stdout.splitlines()
     np.save(tmp_path / "clips.npy", clips)
     result = subprocess.run(
         [sys.executable, "-I", "-S", "-c", NO_LGD_TF_SCRIPT, sysconfig.get_paths()["purelib"],
@@ -204,7 +205,7 @@ def test_export_command_bad_model_dir_exits_2(tmp_path, capsys):
     code = export.run(["export", f"--model_dir={tmp_path}", f"--export_dir={tmp_path}/out"])
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "stage2.keras or stage1.keras" in err[0]
+    assert len(err) == 1 and "no model there; expected a run folder" in err[0]
     assert not (tmp_path / "out").exists()
 
 
@@ -222,7 +223,7 @@ def test_stage1_flow_model_export_averages_the_two_heads(tmp_path):
                                  num_clips=NUM_CLIPS, num_crops=3)
     assert result.class_names == ("0", "1", "2")
     assert sorted(p.name for p in (tmp_path / "flow").iterdir()) == [
-        "1", "class_names.txt", "model.keras"]  # no staging names left
+        ".lock", "1", "class_names.txt", "export.json", "model.keras"]  # no staging names
     loaded = tf.saved_model.load(str(result.saved_model_dir))
 
     rng = np.random.default_rng(2)

@@ -7,6 +7,7 @@ import json
 import pathlib
 import shutil
 
+import keras
 import pytest
 import tensorflow as tf
 
@@ -15,29 +16,9 @@ from lgd_tf import export, predict
 from lgd_tf.serving import classifier, module
 from lgd_tf.serving import export as export_lib
 from lgd_tf.serving import predict as predict_lib
-from tests.export.conftest import NUM_FRAMES
+from tests.export.conftest import NUM_FRAMES, record_run
 
 PREFIX = "lgd_tf.export: error: "
-
-# What train writes to model_dir/operative_config.gin (gin's operative config: short names,
-# one block per configurable, other versions' configurables skipped when read back).
-RUN_CONFIG = """\
-# Parameters for eval_dataset:
-# ==============================================================================
-eval_dataset.model = '3d'
-eval_dataset.num_clips = 2
-eval_dataset.num_crops = 1
-eval_dataset.num_frames = 4
-eval_dataset.short_side = 32
-eval_dataset.temporal_stride = 2
-eval_dataset.short_video = 'pad'
-
-# Parameters for fit_stage:
-# ==============================================================================
-fit_stage.batch_size = 4
-not_in_this_version.setting = 3
-"""
-
 
 def _run(capsys, *args):
     code = export.run(["export", *args])
@@ -65,13 +46,11 @@ def _served_sampling(saved_model_dir):
 
 @pytest.fixture
 def run_dir(trained_model_dir, tmp_path):
-    """A training run folder: the trained model, class names and an operative_config.gin."""
-    folder = tmp_path / "run"
-    folder.mkdir()
-    for name in ("stage2.keras", "class_names.txt"):
-        shutil.copy(trained_model_dir / name, folder / name)
-    (folder / "operative_config.gin").write_text(RUN_CONFIG)
-    return folder
+    """A training run folder whose record samples 2 clips at short side 32, stride 2, pad."""
+    model = keras.saving.load_model(trained_model_dir / "stage2.keras", safe_mode=True)
+    return record_run(model, tmp_path / "run",
+                      eval_sampling={"num_clips": 2, "short_side": 32, "temporal_stride": 2,
+                                     "short_video": "pad"})
 
 
 @pytest.mark.parametrize("command, first_line, flags", [
@@ -151,11 +130,12 @@ def test_write_failure_exits_1_and_keeps_the_versions_already_there(
                           f"--export_dir={export_dir}", "--version=2", "--short_side=32")
     assert code == 1, err
     line = _one_error_line(err)
-    assert line.startswith(f"{export_dir}: cannot write the export: ") and reason in line
+    assert line.startswith(f"cannot write the export in {export_dir}: ") and reason in line
+    assert line.endswith("; what was in it before is unchanged")
     assert out == ""
     assert _tree(export_dir) == before  # version 1, model.keras, class names; nothing else
-    assert sorted(p.name for p in export_dir.iterdir()) == ["1", "class_names.txt",
-                                                            "model.keras"]
+    assert sorted(p.name for p in export_dir.iterdir()) == [
+        ".lock", "1", "class_names.txt", "export.json", "model.keras"]
     # ... and version 1 still serves.
     assert _served_sampling(export_dir / "1")["short_side"] == 32
 
@@ -167,14 +147,14 @@ def test_write_failure_removes_the_folders_it_created(trained_model_dir, tmp_pat
         export_lib.export_model(trained_model_dir, tmp_path / "new" / "export", short_side=32,
                                 num_clips=2)
     assert info.value.filename == str(tmp_path / "new" / "export")
-    assert info.value.errno == errno.ENOSPC and isinstance(info.value, OSError)
+    assert info.value.reason == "No space left on device" and info.value.exit_code == 1
     assert list(tmp_path.iterdir()) == []
 
 
 def test_export_uses_the_runs_evaluation_sampling_and_flags_override_it(run_dir, tmp_path,
                                                                          capsys):
     export_dir = tmp_path / "export"
-    config = run_dir / "operative_config.gin"
+    record = run_dir / "run.json"
     code, out, err = _run(capsys, f"--model_dir={run_dir}", f"--export_dir={export_dir}")
     assert code == 0, err
     expected = {"model": "3d", "num_frames": NUM_FRAMES, "num_segments": 3, "num_clips": 2,
@@ -182,7 +162,7 @@ def test_export_uses_the_runs_evaluation_sampling_and_flags_override_it(run_dir,
     assert _served_sampling(export_dir / "1") == expected
     assert classifier.load_classifier(export_dir).sampling == module.Sampling(**expected)
     assert (f"sampling: 2 clips x 1 crop of {NUM_FRAMES} frames, short side 32, stride 2, pad "
-            f"(from {config})") in out.splitlines()
+            f"(from {record})") in out.splitlines()
 
     code, out, err = _run(capsys, f"--model_dir={run_dir}", f"--export_dir={export_dir}",
                           "--version=2", "--num_clips=3", "--short_video=loop")
@@ -190,47 +170,28 @@ def test_export_uses_the_runs_evaluation_sampling_and_flags_override_it(run_dir,
     assert _served_sampling(export_dir / "2") == {**expected, "num_clips": 3,
                                                   "short_video": "loop"}
     assert (f"sampling: 3 clips x 1 crop of {NUM_FRAMES} frames, short side 32, stride 2, "
-            f"loop (from {config}; --num_clips, --short_video override)") in out.splitlines()
+            f"loop (from {record}; --num_clips, --short_video override)") in out.splitlines()
     assert _served_sampling(export_dir / "1") == expected  # version 1 untouched
+    # The export's model.keras scores what the latest export recorded.
+    assert classifier.load_classifier(export_dir / "model.keras").sampling == module.Sampling(
+        **{**expected, "num_clips": 3, "short_video": "loop"})
 
 
-@pytest.mark.parametrize("text, expected", [
-    # A macro, as gin files write it, and gin's full names.
-    ("NUM_CLIPS = 3\nlgd_tf.data.eval_dataset.num_clips = %NUM_CLIPS\n"
-     "lgd_tf.data.eval_dataset.short_side = 32\n", {"num_clips": 3, "short_side": 32}),
-    # The run's `model` is export's `model_type`; None means "not set".
-    ("eval_dataset.model = '2d'\neval_dataset.num_clips = None\n"
-     "eval_dataset.num_crops = 3\n", {"model_type": "2d", "num_crops": 3}),
-    ("fit_stage.batch_size = 4\n", {}),
-])
-def test_run_sampling_reads_the_operative_config(tmp_path, text, expected):
-    (tmp_path / "operative_config.gin").write_text(text)
-    (tmp_path / "stage2.keras").write_bytes(b"")
-    assert export.run_sampling(tmp_path) == (expected, tmp_path / "operative_config.gin")
-    # A .keras file of the run folder is the run's model too.
-    assert export.run_sampling(tmp_path / "stage2.keras")[0] == expected
-    assert export.run_sampling(tmp_path / "no_such.keras") == ({}, None)
-
-
-def test_run_sampling_with_a_macro_end_to_end(run_dir, tmp_path, capsys):
-    (run_dir / "operative_config.gin").write_text(
-        "NUM_CLIPS = 3\nlgd_tf.data.eval_dataset.num_clips = %NUM_CLIPS\n"
-        "lgd_tf.data.eval_dataset.short_side = 32\n")
+def test_the_stage_file_of_a_run_carries_the_runs_sampling(run_dir, tmp_path, capsys):
     code, out, err = _run(capsys, f"--model_dir={run_dir / 'stage2.keras'}",
                           f"--export_dir={tmp_path / 'export'}")
     assert code == 0, err
     sampling = _served_sampling(tmp_path / "export" / "1")
-    assert (sampling["num_clips"], sampling["short_side"]) == (3, 32)
-    assert (sampling["num_crops"], sampling["temporal_stride"], sampling["short_video"]) == (
-        1, 1, "loop")  # defaults where neither the run nor a flag says
+    assert (sampling["num_clips"], sampling["short_side"], sampling["temporal_stride"],
+            sampling["short_video"]) == (2, 32, 2, "pad")
+    assert f"(from the config of {run_dir / 'stage2.keras'})" in out.splitlines()[0]
 
 
-@pytest.mark.parametrize("text", ["eval_dataset.num_clips = = 2\n",
-                                  "eval_dataset.num_clips = (\n"])  # cut short
-def test_a_bad_run_config_is_an_input_error(run_dir, tmp_path, capsys, text):
-    (run_dir / "operative_config.gin").write_text(text)
+@pytest.mark.parametrize("text", ["{\"class_names\": [", "[1, 2]\n"])  # cut short; no object
+def test_a_bad_run_record_is_an_input_error(run_dir, tmp_path, capsys, text):
+    (run_dir / "run.json").write_text(text)
     code, out, err = _run(capsys, f"--model_dir={run_dir}", f"--export_dir={tmp_path / 'e'}")
-    assert code == 2 and "operative_config.gin" in _one_error_line(err)
+    assert code == 2 and "run.json" in _one_error_line(err)
     assert not (tmp_path / "e").exists()
 
 

@@ -17,6 +17,7 @@ from lgd_tf.layers import TensorSketch, tensor_sketch
 from lgd_tf.serving import export as export_lib
 from lgd_tf.serving import litert
 from tests.export import tf_free_runtime
+from tests.export.conftest import record_run
 from tests.test_case import run_layer_test
 
 TINY = {"stage_blocks": (1, 1, 1, 1), "base_filters": 4, "sketch_dim": 64}
@@ -150,7 +151,7 @@ def test_litert_and_onnx_match_keras_without_tensorflow(kind, head, channels, ru
         jobs[fmt] = (fmt, result.model_path, tmp_path / f"{fmt}.npy")
         clips[fmt] = clip
     assert sorted(os.listdir(tmp_path / "export")) == [
-        "class_names.txt", "model.keras", "model.onnx", "model.tflite"]
+        ".lock", "class_names.txt", "export.json", "model.keras", "model.onnx", "model.tflite"]
     outputs = tf_free_runtime.run_without_tensorflow(runtime_python, jobs, tmp_path)
     for fmt in ("litert", "onnx"):
         expected = keras_probabilities(model, clips[fmt])
@@ -163,15 +164,12 @@ def test_litert_and_onnx_match_keras_without_tensorflow(kind, head, channels, ru
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    """A model_dir of a tiny 12-class LGD-3D stage-2 RGB model, training crop size 32 in its
-    operative config (the export takes its input size from there)."""
-    folder = tmp_path_factory.mktemp("model_dir")
+    """A run folder of a tiny 12-class LGD-3D stage-2 RGB model, training crop size 32 in its
+    run record (the export takes its input size from there)."""
     names = lgd_tf.data.demo.CLASS_NAMES  # the 12 classes of the demo set (its evaluation)
-    tiny_model("3d", "stage2", 3, num_classes=len(names)).save(folder / "stage2.keras")
-    (folder / "class_names.txt").write_text("\n".join(names) + "\n")
-    (folder / "operative_config.gin").write_text(
-        "lgd_tf.data.train_dataset.crop_size = 32\n")
-    return folder
+    model = tiny_model("3d", "stage2", 3, num_classes=len(names))
+    return record_run(model, tmp_path_factory.mktemp("model_dir") / "run", names,
+                      crop_size=32)
 
 
 def test_export_command_writes_files_that_run_without_tensorflow(model_dir, runtime_python,
@@ -195,8 +193,8 @@ def test_export_command_writes_files_that_run_without_tensorflow(model_dir, runt
         if evaluation:  # an untrained model: only the line counts
             assert "top-1 on 2 videos: Keras" in out and "LiteRT" in out, out
         jobs[fmt] = (fmt, export_dir / name, tmp_path / "clip.npy")
-    assert sorted(os.listdir(export_dir)) == ["class_names.txt", "model.keras", "model.onnx",
-                                              "model.tflite"]
+    assert sorted(os.listdir(export_dir)) == [".lock", "class_names.txt", "export.json",
+                                              "model.keras", "model.onnx", "model.tflite"]
     assert (export_dir / "class_names.txt").read_text() == (
         model_dir / "class_names.txt").read_text()
     outputs = tf_free_runtime.run_without_tensorflow(runtime_python, jobs, tmp_path)
@@ -247,24 +245,26 @@ def test_quantized_litert_top1_change_on_the_demo_set(tmp_path):
 
 
 def test_a_failed_write_keeps_the_previous_export(tmp_path, monkeypatch):
-    """Disk full while writing model.tflite: ExportWriteError, the previous model.tflite and
-    the other files unchanged, no temporary file left."""
+    """Disk full while writing model.tflite: ExportWriteError, the previous export's files
+    unchanged, no temporary file left."""
     export_dir = tmp_path / "export"
-    export_dir.mkdir()
-    for name in ("model.tflite", "model.keras", "class_names.txt"):
-        (export_dir / name).write_bytes(b"old " + name.encode())
+    model = tiny_model("3d", "stage1", 3)
+    export_lib.export_model(model, export_dir, format="litert", input_height=HEIGHT,
+                            input_width=WIDTH)
+    before = {name: (export_dir / name).read_bytes() for name in os.listdir(export_dir)}
     real_write_bytes = pathlib.Path.write_bytes
 
     def disk_full(path, data):
-        if ".model.tflite.tmp-" in path.name:
+        if path.name.startswith(".model.tmp-") and path.name.endswith(".tflite"):
             real_write_bytes(path, data[:10])
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
         return real_write_bytes(path, data)
 
     monkeypatch.setattr(pathlib.Path, "write_bytes", disk_full)
     with pytest.raises(export_lib.ExportWriteError, match="No space left on device"):
-        export_lib.export_model(tiny_model("3d", "stage1", 3), export_dir, format="litert",
-                                input_height=HEIGHT, input_width=WIDTH)
-    assert sorted(os.listdir(export_dir)) == ["class_names.txt", "model.keras", "model.tflite"]
+        export_lib.export_model(model, export_dir, format="litert", input_height=HEIGHT,
+                                input_width=WIDTH)
+    assert sorted(os.listdir(export_dir)) == [".lock", "class_names.txt", "export.json",
+                                              "model.keras", "model.tflite"]
     for name in os.listdir(export_dir):
-        assert (export_dir / name).read_bytes() == b"old " + name.encode()
+        assert (export_dir / name).read_bytes() == before[name], name

@@ -60,7 +60,11 @@ def test_predict_command_on_the_savedmodel_prints_the_right_label(exported, vide
     # The tiny model's scores after 24 steps (with the Eq. 5 features signed-sqrt + L2
     # normalised, the builders' default) are about 0.83 for this video.
     assert output["top_k"][0]["score"] > 0.75
-    assert output["models"] == [{"path": str(export_dir / "1"), "modality": "rgb"}]
+    assert output["models"] == [{
+        "path": str(export_dir / "1"), "modality": "rgb",
+        "sampling": f"{NUM_CLIPS} clips x 1 crop of {NUM_FRAMES} frames, short side "
+                    f"{SHORT_SIDE}, stride 1, loop",
+        "sampling_from": f"fixed at export in {export_dir / '1'}"}]
 
 
 def test_predict_keras_file_and_savedmodel_agree_with_evaluation_sampling(
@@ -78,7 +82,11 @@ def test_predict_keras_file_and_savedmodel_agree_with_evaluation_sampling(
     code, out, err = _run(capsys, f"--model={trained_model_dir / 'stage2.keras'}",
                           f"--video={videos['dark']}", *KERAS_SAMPLING)
     assert code == 0, err
-    lines = out.strip().splitlines()
+    sampling, *lines = out.strip().splitlines()
+    assert sampling == (f"sampling: {NUM_CLIPS} clips x 1 crop of {NUM_FRAMES} frames, short "
+                        f"side {SHORT_SIDE}, stride 1, loop (Sec. 5.2 defaults: "
+                        f"{trained_model_dir / 'stage2.keras'} records no input spec; "
+                        "--num_clips, --short_side override)")
     assert lines[0].endswith("top 2 of 2 classes")
     assert lines[1].split()[-1] == "dark" and lines[2].split()[-1] == "bright"
     assert float(lines[1].split()[1]) > float(lines[2].split()[1])

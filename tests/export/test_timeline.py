@@ -87,7 +87,7 @@ def test_timeline_command_writes_csv_and_png(trained_model_dir, dark_bright_dark
 
     for args, text in (([f"--timeline={prefix}", "--window_stride=0"], "--window_stride"),
                        (["--window_stride=4"], "--timeline"),
-                       ([f"--timeline={tmp_path / 'no' / 'dir' / 't'}"], "no folder"),
+                       ([f"--timeline={tmp_path / 'no' / 'dir' / 't'}"], "does not exist"),
                        ([f"--timeline={prefix}", f"--fuse_with={model}"], "one model")):
         code = predict.run(["predict", f"--model={model}", f"--video={dark_bright_dark}",
                             *args])

@@ -105,3 +105,31 @@ def test_lgd3d_weights_refuses_it_after_unsafe_deserialization_was_enabled(untru
         global_state.set_global_attribute("safe_mode_saving", previous)
     assert not marker.exists(), "the Lambda's code ran"
     assert "Lambda" in str(info.value)
+
+
+def test_evaluate_refuses_it_with_exit_2(untrusted, tmp_path, capsys):
+    """The run record points evaluate at the file; loading it is refused in one line (before:
+    a Keras ValueError that the command layer mapped wholesale)."""
+    import json
+
+    import numpy as np
+
+    from lgd_tf import evaluate
+
+    model_dir, marker, _ = untrusted
+    pattern = helpers.write_records(tmp_path / "eval-00000-of-00001.tfrecord", [
+        (np.zeros((4, 32, 32, 3), np.uint8), 0, "v0")])
+    (model_dir / "run.json").write_text(json.dumps({
+        "class_names": ["a", "b"], "finished_stages": ["stage2"],
+        "models": {"stage2": {"backbone.class": "LGD3DBackbone", "backbone.num_frames": 4}},
+        "data": {"train_pattern": None, "eval_pattern": pattern},
+        "video_spec": {"model_type": "lgd3d", "num_frames": 4, "crop_size": 32,
+                       "modality": "rgb", "eval": {"num_clips": 1, "num_crops": 1,
+                                                   "short_side": 32, "temporal_stride": 1,
+                                                   "short_video": "loop"}}}))
+    code = evaluate.run(["evaluate", f"--model_dir={model_dir}"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"lgd_tf.evaluate: error: cannot load {model_dir / 'stage2.keras'} "
+                          "(--model_dir): ") and "Lambda" in err
+    assert not marker.exists()

@@ -1,9 +1,12 @@
 """The gin edge: shipped configs by bare name, today's gin names, operative config, errors."""
 
+import json
+
 import pytest
 
 import gin
 from lgd_tf.cli import configs
+from lgd_tf.training import run_folder
 from lgd_tf.training.errors import TrainingError
 
 
@@ -63,18 +66,24 @@ def test_finalized_config_refuses_later_bindings():
         gin.bind_parameter("lgd_tf.models.lgd3d.depth", 101)
 
 
-def test_operative_config_carries_the_eval_sampling_for_export(tmp_path):
+def test_operative_config_carries_the_eval_sampling(tmp_path):
+    """Even when the run never evaluated: the operative config of an older run (run.json
+    without the video spec) is where `read_run` finds the sampling."""
     configs.parse(["gin/tiny.gin"], ["NUM_CLIPS = 3",
                                      "lgd_tf.data.eval_dataset.num_clips = %NUM_CLIPS"])
-    configs.lgd3d(head="stage1")  # a configurable used by the run; eval_dataset never called
-    text = configs.operative_config_text()
+    model = configs.lgd3d(head="stage1")  # a configurable used by the run; eval_dataset never
+    text = configs.operative_config_text()  # called
     assert "lgd3d.base_filters = 4" in text
     assert "# Parameters for eval_dataset:" in text and "eval_dataset.short_side = 32" in text
-    path = tmp_path / "operative_config.gin"
-    path.write_text(text)
+    (tmp_path / "operative_config.gin").write_text(text)
     gin.clear_config()
-    sampling = configs.run_eval_sampling(path)
-    assert sampling == {"model": "3d", "num_clips": 3, "short_side": 32}
+    (tmp_path / "run.json").write_text(json.dumps({
+        "class_names": ["a"], "models": {"stage1": run_folder.model_architecture(model)}}))
+    spec = run_folder.RunFolder(tmp_path).read_run().video_spec
+    assert spec["eval"] == {"num_clips": 3, "num_crops": 1, "short_side": 32,
+                            "temporal_stride": 1, "short_video": "loop"}
+    # train_dataset was never called here, so its crop is not in the operative config.
+    assert (spec["num_frames"], spec["crop_size"]) == (8, 112)
 
 
 def test_a_missing_required_setting_is_one_line():

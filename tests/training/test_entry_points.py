@@ -103,7 +103,7 @@ def test_bad_inputs_give_one_line_errors(repo_root, subprocess_env, tiny_binding
             "lgd_tf.training.fit_stage.checkpoint_every_steps = 1",
             "stage1/lgd_tf.training.fit_stage.train_steps = 20"]),
             "training stopped and the last good checkpoint (step "),
-        "evaluate": (EVALUATE + _args(tiny_bindings), "no trained model in"),
+        "evaluate": (EVALUATE + _args(tiny_bindings), "is not a run folder (no such folder)"),
     }
     processes = {}
     for name, (command, _) in cases.items():

@@ -1,0 +1,33 @@
+"""A command's output files, written whole and together (`lgd_io.files.Outputs`), with errors
+that name the flag and the file the user gave, never a temporary name."""
+
+import contextlib
+
+from lgd_io import files
+from lgd_io.errors import RunFailure
+
+
+def check_outputs(paths, flag):
+    """`lgd_io.files.check_output` of each path, before the work (BadInput naming `flag`)."""
+    for path in paths:
+        files.check_output(path, flag)
+
+
+@contextlib.contextmanager
+def staged(flag):
+    """Yields `write(final, write_fn)`: `write_fn(tmp)` writes `final`'s content at a
+    temporary path. On leaving the block every staged file replaces its target; a failure
+    anywhere replaces none (RunFailure "cannot write --flag FINAL: why")."""
+    with files.Outputs() as outputs:
+
+        def write(final, write_fn):
+            what = f"{flag} {final}"
+            tmp = outputs.path(final, what)
+            try:
+                write_fn(tmp)
+            except OSError as error:
+                raise RunFailure(f"cannot write {what}: {files.failure_reason(error)}"
+                                 ) from None
+            return final
+
+        yield write
