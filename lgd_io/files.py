@@ -61,6 +61,20 @@ def _write_errors():
     return (OSError,)
 
 
+def io_errors():
+    """The exception classes a file operation raises: OSError, and TensorFlow's OpError once
+    TensorFlow is loaded (remote paths)."""
+    return _write_errors()
+
+
+def exists(path):
+    return _gfile().exists(path) if is_remote(path) else os.path.exists(path)
+
+
+def is_dir(path):
+    return _gfile().isdir(path) if is_remote(path) else os.path.isdir(path)
+
+
 def replace(src, dst):
     if is_remote(dst):
         _gfile().rename(src, dst, overwrite=True)

@@ -125,15 +125,22 @@ def test_no_module_outside_the_edge_imports_gin():
     assert _gin_imports(planted) == [2, 3]
 
 
-# The run folder's file names: written as literals in lgd_tf.training.run_folder only; every
-# other module takes them from there (run_folder.RUN_RECORD, stage_file(), ...).
+# The run folder's file names: written as literals in lgd_tf.training.run_folder only, but for
+# the class names file, which data folders and exports hold too: its name and its one reader
+# live in the TF-free lgd_io.class_names (the data build's driver writes it). Every other module
+# takes them from there (run_folder.RUN_RECORD, stage_file(), class_names.path_in(), ...).
 RUN_FILES = ("run.json", "class_names.txt", "operative_config.gin", "eval_results.json",
              "confusion_matrix.csv", "confusion_matrix.png", "eval_predictions.csv",
              "eval_scores.npz", "stage1.keras", "stage2.keras")
 RUN_FILES_OWNER = "lgd_tf.training.run_folder"
-# Modules still spelling a name out (to move to run_folder's constants); none may be added.
-# The data build's command writes the data folder's class names file (its own change).
-KNOWN_LITERALS = {"lgd_tf.build_tfrecords": {"class_names.txt"}}
+CLASS_NAMES_OWNER = "lgd_io.class_names"
+LEAN = PACKAGE.parent / "lgd_io"
+
+
+def _lean_modules():
+    """{dotted module name: path} of every lgd_io module."""
+    return {".".join(p.relative_to(LEAN.parent).with_suffix("").parts): p
+            for p in LEAN.rglob("*.py")}
 
 
 def _docstrings(tree):
@@ -159,17 +166,18 @@ def _file_name_literals(tree):
 
 def test_the_run_folder_file_names_are_spelled_in_one_module():
     holders = {}
-    for name, path in _modules().items():
+    for name, path in {**_modules(), **_lean_modules()}.items():
         found = _file_name_literals(ast.parse(path.read_text()))
         if found:
             holders[name] = found
-    # The owner spells every name but the stage files (`stage_file(stage)` builds those).
-    assert holders.pop(RUN_FILES_OWNER) == set(RUN_FILES) - {"stage1.keras", "stage2.keras"} | {
-        ".lock"}
-    unexpected = {name: sorted(found - KNOWN_LITERALS.get(name, set()))
-                  for name, found in holders.items()}
-    assert not {k: v for k, v in unexpected.items() if v}, unexpected
-    assert set(holders) <= set(KNOWN_LITERALS)
+    # The owner spells every name but the stage files (`stage_file(stage)` builds those) and
+    # the class names file.
+    assert holders.pop(RUN_FILES_OWNER) == set(RUN_FILES) - {
+        "stage1.keras", "stage2.keras", "class_names.txt"} | {".lock"}
+    assert holders.pop(CLASS_NAMES_OWNER) == {"class_names.txt"}
+    # lgd_io.files' folder lock takes the lock's name as an argument, default ".lock".
+    assert holders.pop("lgd_io.files", {".lock"}) == {".lock"}
+    assert not holders, holders
     # The finder sees a name inside a message and an f-string, not in a docstring.
     planted = ast.parse('"""Writes run.json."""\nx = f"{d}/eval_scores.npz"\n'
                         'def f():\n    raise ValueError("no class_names.txt here")\n')

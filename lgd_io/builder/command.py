@@ -36,11 +36,11 @@ import sys
 
 from absl import flags, logging
 
+from lgd_io import class_names as class_names_file
 from lgd_io import files
 from lgd_io.errors import BadInput, LgdError, one_line
 
 PROGRAM = "lgd_tf.build_tfrecords"
-CLASS_NAMES_FILE = "class_names.txt"
 CSV_FORMS = ("the Kinetics header `label,youtube_id,time_start,time_end,split` or "
              "`path,label` rows (paths relative to --videos_dir)")
 
@@ -94,8 +94,7 @@ def _read_text(path, what):
 
 def read_class_names(path):
     """The class names of a --class_names file (one per line, blank lines ignored)."""
-    names = [line.strip() for line in _read_text(path, "--class_names file").splitlines()
-             if line.strip()]
+    names = class_names_file.parse(_read_text(path, "--class_names file"))
     if not names:
         raise BadInput(f"--class_names file {path} holds no class names (expected one "
                             "name per line, in index order)")
@@ -227,8 +226,7 @@ def main(fv, trailing=()):
         print(summary, flush=True)
         if summary.written == 0 and summary.shards_written:
             _remove_empty_shards(summary, fv, len(summary.skipped) - len(table.missing))
-        files.write_text(os.path.join(fv.output_dir, CLASS_NAMES_FILE),
-                         "\n".join(table.class_names) + "\n")
+        class_names_file.write(fv.output_dir, table.class_names)
 
 
 def _define_all():

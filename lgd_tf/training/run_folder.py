@@ -32,13 +32,14 @@ import re
 import keras
 import tensorflow as tf
 
+from lgd_io import class_names as class_names_file
 from lgd_io import files
 from lgd_io.files import atomic_write, failure_reason, write_bytes, write_json, write_text  # noqa: F401
 from lgd_tf.data import pipelines
 from lgd_tf.training.errors import BadInput, RunFailure, TrainingError
 
 RUN_RECORD = "run.json"
-CLASS_NAMES = "class_names.txt"
+CLASS_NAMES = class_names_file.FILE_NAME
 OPERATIVE_CONFIG = "operative_config.gin"
 EVAL_RESULTS = "eval_results.json"
 CONFUSION_CSV = "confusion_matrix.csv"
@@ -60,9 +61,7 @@ def stage_file(stage):
 STAGE_FILES = tuple(stage_file(stage) for stage in reversed(STAGES))
 
 
-def class_names_path(folder):
-    """`folder/class_names.txt` (a run folder, a data folder or an export)."""
-    return os.path.join(os.fspath(folder), CLASS_NAMES)
+class_names_path = class_names_file.path_in
 
 
 def eval_scores_path(folder):
@@ -70,31 +69,7 @@ def eval_scores_path(folder):
     return os.path.join(os.fspath(folder), EVAL_SCORES)
 
 
-def read_class_names(path_or_folder, num_classes=None):
-    """The class names of a class_names.txt (one per line, blank lines skipped), or None when
-    there is no such file. A folder means its class_names.txt.
-
-    Args:
-        path_or_folder: the file, or a folder holding it (run folder, data folder, export).
-        num_classes: when given, the number of names the file must hold.
-
-    Raises:
-        BadInput: the file cannot be read, or holds another number of names.
-    """
-    path = os.fspath(path_or_folder)
-    if tf.io.gfile.isdir(path):
-        path = class_names_path(path)
-    if not tf.io.gfile.exists(path):
-        return None
-    try:
-        with tf.io.gfile.GFile(path) as f:
-            names = [line.strip() for line in f if line.strip()]
-    except (OSError, UnicodeDecodeError, tf.errors.OpError) as error:
-        raise BadInput(f"cannot read {path}: {failure_reason(error)}") from None
-    if num_classes is not None and len(names) != int(num_classes):
-        raise BadInput(f"{path} lists {len(names)} classes, {num_classes} expected "
-                       "(NUM_CLASSES, or the model's outputs)")
-    return names
+read_class_names = class_names_file.read
 
 
 def class_difference(recorded, current, recorded_as="there", current_as=None):
