@@ -24,6 +24,8 @@ from lgd_tf.layers import (
 )
 from tests.test_case import _constructor_parameters, run_layer_test
 
+pytestmark = pytest.mark.backends
+
 RNG = np.random.default_rng(7)
 
 
