@@ -22,15 +22,24 @@ def to_numpy(tensor):
     return np.asarray(keras.ops.convert_to_numpy(tensor))
 
 
-# sitecustomize for a Python that cannot import TensorFlow (as on a JAX or PyTorch GPU image).
+# sitecustomize for a Python that cannot import TensorFlow (as on a JAX or PyTorch GPU image):
+# every import finder is wrapped so that it does not find TensorFlow (`find_spec` gives None,
+# `import tensorflow` raises ModuleNotFoundError), as if it were not installed.
 _NO_TENSORFLOW = """import sys
 
-class _NoTensorFlow:
+class _WithoutTensorFlow:
+    def __init__(self, finder):
+        self._finder = finder
+
     def find_spec(self, name, path=None, target=None):
         if name.split(".")[0] in ("tensorflow", "tf_keras"):
-            raise ModuleNotFoundError(f"No module named {name!r} (blocked)", name=name)
+            return None
+        return self._finder.find_spec(name, path, target)
 
-sys.meta_path.insert(0, _NoTensorFlow())
+    def __getattr__(self, attribute):
+        return getattr(self._finder, attribute)
+
+sys.meta_path[:] = [_WithoutTensorFlow(finder) for finder in sys.meta_path]
 """
 
 
