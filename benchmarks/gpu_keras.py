@@ -13,7 +13,9 @@ baseline (train-step time per clip at the largest batch both ran).
     bash benchmarks/gpu_keras_prepare.sh wheels/         # offline images: see that script
 
 FLOPs per clip: the multiply-adds (2 FLOPs each) of every Conv2D and Dense call in one
-batch-1 forward pass, counted while it runs; a train step counts 3x the forward. Needs keras,
+batch-1 forward pass, counted while it runs; a train step counts 3x the forward. The LGD
+block's low-rank projections (under 0.1% of the convolutions') are not counted, so LGD-3D and
+its baseline count the same FLOPs. Needs keras,
 numpy, absl-py and a backend; `lgd_tf` is imported from this checkout (or an installed wheel).
 """
 
@@ -52,7 +54,7 @@ def counting_flops():
     def conv(self, inputs, *args, **kwargs):
         out = originals[keras.layers.Conv2D](self, inputs, *args, **kwargs)
         kh, kw, cin, _ = self.kernel.shape
-        counts[0] += 2 * math.prod(out.shape) * kh * kw * cin // self.groups
+        counts[0] += 2 * math.prod(out.shape) * kh * kw * cin  # cin: per group
         return out
 
     def dense(self, inputs, *args, **kwargs):
@@ -212,8 +214,9 @@ def main(argv=None):
     parser.add_argument("--cpu_smoke", action="store_true", help="tiny model on CPU")
     parser.add_argument("--precisions", default=",".join(PRECISIONS))
     parser.add_argument("--max_batch", type=int, default=128)
-    parser.add_argument("--budget_s", type=float, default=480.0,
-                        help="no new configuration starts after this many seconds")
+    parser.add_argument("--budget_s", type=float, default=None,
+                        help="no new configuration starts after this many seconds "
+                             "(480; 900 with --cpu_smoke)")
     parser.add_argument("--json", help="also write the rows and rates to this file")
     args = parser.parse_args(argv)
     settings = dict(SMOKE if args.cpu_smoke else FULL)
@@ -222,7 +225,8 @@ def main(argv=None):
     settings["rates"] = {d: matmul_rate(d, n) for d in ("bfloat16", "float32")}
     print(f"# matmul {n}^3: bf16 {settings['rates']['bfloat16'] / 1e12:.3f} TFLOP/s, "
           f"fp32 {settings['rates']['float32'] / 1e12:.3f} TFLOP/s", flush=True)
-    rows = run(settings, args.precisions.split(","), args.max_batch, args.budget_s)
+    budget_s = args.budget_s or (900.0 if args.cpu_smoke else 480.0)
+    rows = run(settings, args.precisions.split(","), args.max_batch, budget_s)
     ratios = lgd_over_baseline(rows)
     for precision, ratio in ratios.items():
         print(f"LGD over baseline (P3D), {precision}: {ratio:.3f} (train-step time per clip)")
