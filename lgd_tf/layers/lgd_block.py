@@ -16,9 +16,10 @@ _PLAIN = threading.local()
 def plain_diffusion(map_hooks=None):
     """Within the context, LGD blocks compute Eq. 2-3 with plain ops, P(x_l) from x_l.
 
-    The default path (`diffuse`) makes x_l and P(x_l) in one op, so on a gradient tape g_l is
-    not a function of the x_l tensor, and d y / d x_l misses every path through the global
-    features. Here it is: x_l = ReLU(F + US(W^{x,g} g)), then g_l from P(x_l) (same values).
+    The default path under TensorFlow (`diffuse`, layers/tf_kernels.py) makes x_l and P(x_l)
+    in one op, so on a gradient tape g_l is not a function of the x_l tensor, and d y / d x_l
+    misses every path through the global features (JAX and PyTorch always take the plain ops).
+    Here it is: x_l = ReLU(F + US(W^{x,g} g)), then g_l from P(x_l) (same values).
 
     Args:
         map_hooks: optional `{block name: fn(x_l) -> x_l}`; the block of that name passes its
