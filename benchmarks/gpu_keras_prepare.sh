@@ -28,6 +28,6 @@ download "$KERAS" namex rich markdown-it-py mdurl pygments packaging typing-exte
 download "optree>=0.13"
 download absl-py h5py ml-dtypes
 # lgd_tf itself (the layers and models the benchmark builds), without its TensorFlow extras.
-"$PYTHON" -m pip wheel --quiet --no-deps --no-build-isolation -w "$DEST" .
+"$PYTHON" -m pip wheel --quiet --no-deps -w "$DEST" .
 ls -1 "$DEST"
 du -sh "$DEST"
