@@ -28,7 +28,8 @@ import sys
 import time
 
 START = time.perf_counter()
-os.environ.setdefault("KERAS_BACKEND", "jax")
+if __name__ == "__main__":  # imported (tests), it leaves the environment as it is
+    os.environ.setdefault("KERAS_BACKEND", "jax")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import keras  # noqa: E402
