@@ -54,11 +54,14 @@ setuptools.setup(
         "cpu": ["tensorflow-cpu>=2.21.0"],
         "gpu": ["tensorflow[and-cuda]>=2.21.0"],
         "tpu": ["tensorflow>=2.21.0"],
+        # lgd_tf.layers / lgd_tf.models on JAX (no TensorFlow needed; README "JAX and PyTorch").
+        "jax": ["jax>=0.4.34"],
         # --format=litert / onnx of lgd_tf.export (docs/export_formats.md).
         "export": ["ai-edge-litert>=2.0", "tf2onnx>=1.17", "onnxruntime>=1.20"],
         # `lgd_tf.build_tfrecords --runner=beam` (tfrecords/README.md, "Apache Beam").
         "beam": ["apache-beam[tfrecord]>=2.77", "google-crc32c>=1.5"],
         "test": [
+            "jax>=0.4.34",  # the layer and model tests under KERAS_BACKEND=jax (CPU)
             "ai-edge-litert>=2.0",  # tests/export/test_litert_onnx.py
             "onnxruntime>=1.20",
             "tf2onnx>=1.17",

@@ -4,7 +4,10 @@ Qiu, Yao, Ngo, Tian, Mei. "Learning Spatio-Temporal Representation with Local an
 Diffusion." CVPR 2019.
 
 Importing the package registers every Keras layer and model under the `lgd_tf` package, so
-`keras.saving.load_model("m.keras")` works after `import lgd_tf`.
+`keras.saving.load_model("m.keras")` works after `import lgd_tf`. The layers and models run
+on every Keras 3 backend (TensorFlow, JAX, PyTorch; `import lgd_tf` needs no TensorFlow under
+JAX or PyTorch); data pipelines, training, export and the commands are TensorFlow's
+(`lgd_io.backend`).
 """
 
 import os as _os
@@ -42,9 +45,24 @@ from lgd_io.builder.launch import exec_build_command as _exec_build_command  # n
 
 _exec_build_command()
 
+
+def _start_command():
+    """TensorFlow loaded quietly, or one line and exit 2 where the commands cannot run (no
+    TensorFlow, or Keras on another backend: only layers and models run there)."""
+    from lgd_io.backend import BackendError, require_tensorflow, require_tensorflow_backend
+
+    try:
+        require_tensorflow("the lgd_tf commands")
+        _import_tensorflow_quietly()
+        require_tensorflow_backend("the lgd_tf commands")
+    except BackendError as error:
+        _sys.stderr.write(f"lgd_tf: error: {error}\n")
+        raise SystemExit(2) from None
+
+
 # `python -m lgd_tf.<command>` (argv[0] is "-m" while the package loads) and the lgd-* scripts.
 if _sys.argv[:1] == ["-m"] or _os.path.basename(_sys.argv[0] if _sys.argv else "").startswith(
         "lgd-"):
-    _import_tensorflow_quietly()
+    _start_command()
 
 from lgd_tf import layers, models  # noqa: E402,F401  (registers serializables)

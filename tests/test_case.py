@@ -1,15 +1,69 @@
 """Shared checks for lgd_tf layers and models: config round trips and saved-model round trips,
-and `run_layer_test`, the battery every layer of `lgd_tf.layers` goes through."""
+and `run_layer_test`, the battery every layer of `lgd_tf.layers` goes through. Everything here
+runs on every Keras backend (TensorFlow, JAX, PyTorch)."""
 
 import inspect
 import json
 import os
+import pathlib
+import subprocess
+import sys
 import tempfile
 
 import keras
 import numpy as np
 
 import lgd_tf  # noqa: F401  (registers the lgd_tf layers for safe-mode loading)
+
+
+def to_numpy(tensor):
+    """A NumPy copy of a backend tensor (a tf.Tensor, a jax.Array, a torch.Tensor that may
+    require grad)."""
+    return np.asarray(keras.ops.convert_to_numpy(tensor))
+
+
+# sitecustomize for a Python that cannot import TensorFlow (as on a JAX or PyTorch GPU image):
+# every import finder is wrapped so that it does not find TensorFlow (`find_spec` gives None,
+# `import tensorflow` raises ModuleNotFoundError), as if it were not installed.
+_NO_TENSORFLOW = """import sys
+
+class _WithoutTensorFlow:
+    def __init__(self, finder):
+        self._finder = finder
+
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("tensorflow", "tf_keras"):
+            return None
+        return self._finder.find_spec(name, path, target)
+
+    def __getattr__(self, attribute):
+        return getattr(self._finder, attribute)
+
+sys.meta_path[:] = [_WithoutTensorFlow(finder) for finder in sys.meta_path]
+"""
+
+
+def run_under_backend(backend, code, folder, *, tensorflow=False, module_args=None,
+                      check=True, timeout=600):
+    """Runs Python `code` (or `python -m *module_args`) with KERAS_BACKEND=`backend`, cwd
+    `folder` and the repository on the path; without `tensorflow`, `import tensorflow` fails
+    in it. Returns the `subprocess.CompletedProcess`; `check`: exit 0 or an AssertionError."""
+    repo = pathlib.Path(__file__).resolve().parent.parent
+    path = [str(repo)]
+    if not tensorflow:
+        blocker = pathlib.Path(folder) / "no_tensorflow"
+        blocker.mkdir(exist_ok=True)
+        (blocker / "sitecustomize.py").write_text(_NO_TENSORFLOW)
+        path.insert(0, str(blocker))
+    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2",
+           "PYTHONPATH": os.pathsep.join(path + [os.environ.get("PYTHONPATH", "")]),
+           "JAX_PLATFORMS": "cpu", "CUDA_VISIBLE_DEVICES": ""}
+    args = ["-m", *module_args] if module_args else ["-c", code]
+    result = subprocess.run([sys.executable, *args], cwd=folder, env=env, text=True,
+                            capture_output=True, timeout=timeout)
+    if check:
+        assert result.returncode == 0, f"{backend} subprocess failed:\n{result.stderr[-4000:]}"
+    return result
 
 
 def assert_config_round_trip(layer):
@@ -52,7 +106,7 @@ def _assert_tree_close(actual, expected, rtol, atol):
     expected = keras.tree.flatten(expected)
     assert len(actual) == len(expected)
     for a, e in zip(actual, expected, strict=True):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(e), rtol=rtol, atol=atol)
+        np.testing.assert_allclose(to_numpy(a), to_numpy(e), rtol=rtol, atol=atol)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -375,7 +429,7 @@ def _check_mixed_precision(make, reference, reference_outputs, input_data, expec
         layer.set_weights(reference.get_weights())
         for got, want in zip(keras.tree.flatten(layer(input_data)),
                              keras.tree.flatten(reference(input_data)), strict=True):
-            got, want = np.asarray(got, "float32"), np.asarray(want, "float32")
+            got, want = to_numpy(got).astype("float32"), to_numpy(want).astype("float32")
             assert np.isfinite(got).all(), "mixed_bfloat16 outputs are not finite"
             scale = max(float(np.abs(want).max()), 1e-6)
             np.testing.assert_allclose(got, want, rtol=0, atol=tolerance * scale,

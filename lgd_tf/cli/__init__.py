@@ -6,3 +6,7 @@ the one command layer (flags, `--help`, one-line errors, exit codes) that `lgd_t
 `evaluate`, `export`, `predict` and `build_tfrecords` run on; `signals` turns SIGTERM / SIGINT
 into a stop request that training honours with a checkpoint.
 """
+
+from lgd_io.backend import require_tensorflow_backend
+
+require_tensorflow_backend("lgd_tf.cli (the lgd_tf commands)")

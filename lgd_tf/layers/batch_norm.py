@@ -1,8 +1,11 @@
 """BatchNormalization on TensorFlow's fused kernel (same weights and semantics as Keras')."""
 
 import keras
-import tensorflow as tf
-from keras import ops
+
+if keras.backend.backend() == "tensorflow":
+    from lgd_tf.layers import tf_kernels
+else:
+    tf_kernels = None
 
 
 @keras.saving.register_keras_serializable(package="lgd_tf")
@@ -19,7 +22,7 @@ class BatchNormalization(keras.layers.BatchNormalization):
     the moments and normalises in float32 with the float32 gamma, beta and statistics, and
     returns the compute dtype; this is what casting to float32 and back computes, without
     the two casts' passes over the map (and their two in the gradient). Any other case falls
-    back to the Keras computation.
+    back to the Keras computation, as does every call under JAX or PyTorch.
     """
 
     def _can_fuse(self, inputs, mask):
@@ -29,30 +32,6 @@ class BatchNormalization(keras.layers.BatchNormalization):
                 and not getattr(self, "renorm", False))
 
     def call(self, inputs, training=None, mask=None):
-        if not self._can_fuse(inputs, mask):
+        if tf_kernels is None or not self._can_fuse(inputs, mask):
             return super().call(inputs, training=training, mask=mask)
-        shape = tf.shape(inputs)
-        x = inputs
-        if len(inputs.shape) == 5:
-            x = tf.reshape(inputs, tf.concat([[-1], shape[2:]], axis=0))
-        if x.dtype not in (tf.float32, tf.bfloat16, tf.float16):
-            x = ops.cast(x, "float32")
-        gamma, beta = ops.cast(self.gamma, "float32"), ops.cast(self.beta, "float32")
-        if training and self.trainable:
-            y, mean, variance = tf.compat.v1.nn.fused_batch_norm(
-                x, gamma, beta, epsilon=self.epsilon, is_training=True)
-            # The kernel returns the unbiased variance; Keras tracks the biased one.
-            count = ops.cast(ops.size(x) // ops.shape(x)[-1], "float32")
-            variance = variance * (count - 1.0) / ops.maximum(count, 1.0)
-            momentum = self.momentum
-            self.moving_mean.assign(self.moving_mean * momentum + mean * (1.0 - momentum))
-            self.moving_variance.assign(
-                self.moving_variance * momentum + variance * (1.0 - momentum))
-        else:
-            y, _, _ = tf.compat.v1.nn.fused_batch_norm(
-                x, gamma, beta, mean=ops.cast(self.moving_mean, "float32"),
-                variance=ops.cast(self.moving_variance, "float32"), epsilon=self.epsilon,
-                is_training=False)
-        if len(inputs.shape) == 5:
-            y = tf.reshape(y, shape)
-        return y if y.dtype == self.compute_dtype else ops.cast(y, self.compute_dtype)
+        return tf_kernels.fused_batch_norm(self, inputs, training)

@@ -4,7 +4,6 @@ import contextlib
 import threading
 
 import keras
-import tensorflow as tf
 from keras import ops
 
 from lgd_tf.layers.low_rank import LowRankDense
@@ -17,9 +16,10 @@ _PLAIN = threading.local()
 def plain_diffusion(map_hooks=None):
     """Within the context, LGD blocks compute Eq. 2-3 with plain ops, P(x_l) from x_l.
 
-    The default path (`diffuse`) makes x_l and P(x_l) in one op, so on a gradient tape g_l is
-    not a function of the x_l tensor, and d y / d x_l misses every path through the global
-    features. Here it is: x_l = ReLU(F + US(W^{x,g} g)), then g_l from P(x_l) (same values).
+    The default path under TensorFlow (`diffuse`, layers/tf_kernels.py) makes x_l and P(x_l)
+    in one op, so on a gradient tape g_l is not a function of the x_l tensor, and d y / d x_l
+    misses every path through the global features (JAX and PyTorch always take the plain ops).
+    Here it is: x_l = ReLU(F + US(W^{x,g} g)), then g_l from P(x_l) (same values).
 
     Args:
         map_hooks: optional `{block name: fn(x_l) -> x_l}`; the block of that name passes its
@@ -34,60 +34,17 @@ def plain_diffusion(map_hooks=None):
         _PLAIN.hooks = previous
 
 
-def _shape(x):
-    """The static shape where known (no shape ops in the graph), else the dynamic one."""
-    static = x.shape.as_list()
-    if None not in static:
-        return static
-    dynamic = tf.unstack(tf.shape(x))
-    return [d if s is None else s for s, d in zip(static, dynamic, strict=True)]
-
-
-def _sum_positions(x):
-    """Sum over the positions of `(B, N, C)`: `(B, C)`, as one batched matrix-vector product.
-
-    oneDNN's GEMV reads the map once, multithreaded; `reduce_sum` over the middle axis is
-    2-3x slower on CPU for the maps of a ResNet.
-    """
-    batch, positions, _ = _shape(x)
-    ones = tf.ones(tf.stack([batch, 1, positions]), dtype=x.dtype)
-    return tf.squeeze(tf.matmul(ones, x), axis=1)
-
-
-def spatial_mean(x):
+def plain_spatial_mean(x):
     """P(x): global average pooling of `(B, T, H, W, C)` over (T, H, W), shape `(B, C)`."""
-    batch, frames, height, width, channels = _shape(x)
-    positions = frames * height * width
-    flat = tf.reshape(x, tf.stack([batch, positions, channels]))
-    return _sum_positions(flat) / tf.cast(positions, x.dtype)
+    return ops.mean(x, axis=(1, 2, 3))
 
 
-@tf.custom_gradient
-def diffuse(f, residual):
-    """`x = ReLU(f + US(residual))` and `P(x)` (Eq. 2 and the pooling of Eq. 3) in few passes.
-
-    f `(B, T, H, W, C)`, residual `(B, C)`. Same values and gradients as the plain ops; the
-    gradient is written out so that the map is traversed three times (add of the pooled
-    gradient, ReLU gradient, sum for the residual's gradient) instead of the five of
-    autodiff (Tile and scaling of the mean's gradient, AddN, ReLU gradient, sum).
-    """
-    batch, frames, height, width, channels = _shape(f)
-    positions = frames * height * width
-    # Broadcasting over one axis of (B, N, C) is faster in Eigen than over three of 5-D.
-    flat_shape = tf.stack([batch, positions, channels])
-    full_shape = tf.stack([batch, frames, height, width, channels])
-    flat = tf.nn.relu(tf.reshape(f, flat_shape) + residual[:, None, :])
-    count = tf.cast(positions, f.dtype)
-    pooled = _sum_positions(flat) / count
-
-    def grad(dx, dpooled):
-        dx = tf.zeros_like(flat) if dx is None else tf.reshape(dx, flat_shape)
-        if dpooled is not None:
-            dx = dx + (dpooled / count)[:, None, :]
-        dz = tf.raw_ops.ReluGrad(gradients=dx, features=flat)
-        return tf.reshape(dz, full_shape), _sum_positions(dz)
-
-    return (tf.reshape(flat, full_shape), pooled), grad
+if keras.backend.backend() == "tensorflow":
+    # The fused Eq. 2-3 op and a GEMV mean (same values within float32 rounding).
+    from lgd_tf.layers.tf_kernels import diffuse, spatial_mean
+else:
+    diffuse = None
+    spatial_mean = plain_spatial_mean
 
 
 @keras.saving.register_keras_serializable(package="lgd_tf")
@@ -195,9 +152,12 @@ class LGDBlock(keras.layers.Layer):
         if self.pool_block_input:
             return self._call_pooling_block_input(x, g, training)
         f = self.local_unit(x, training=training)
+        if keras.backend.standardize_dtype(f.dtype) != self.compute_dtype:
+            # A unit made under another policy (e.g. float32 in a mixed_float16 block).
+            f = ops.cast(f, self.compute_dtype)
         residual = self.global_to_local(g)
         hooks = getattr(_PLAIN, "hooks", None)
-        if self.variant != "v2" and hooks is None:
+        if self.variant != "v2" and hooks is None and diffuse is not None:
             x_out, pooled = diffuse(f, residual)
         else:
             residual = residual[:, None, None, None, :]

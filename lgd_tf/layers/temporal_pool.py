@@ -13,7 +13,6 @@ and which has no float16 CPU kernel.
 """
 
 import keras
-import tensorflow as tf
 from keras import ops
 
 
@@ -66,27 +65,23 @@ class TemporalMaxPooling(keras.layers.Layer):
     def call(self, inputs):
         if self.pool_size == self.strides and self.pool_size > 1:
             return self._tiled(inputs)
-        frames = inputs.shape[1] if inputs.shape[1] is not None else tf.shape(inputs)[1]
+        frames = ops.shape(inputs)[1]
         span = self.strides * (self._frames_out(frames) - 1) + 1
         windows = [inputs[:, k:k + span:self.strides] for k in range(self.pool_size)]
         if self.pool_size == 1:
             return windows[0]
-        return tf.reduce_max(tf.stack(windows, axis=2), axis=2)
+        return ops.max(ops.stack(windows, axis=2), axis=2)
 
     def _tiled(self, inputs):
         """Windows that tile the clip: reduce_max over axis 1 of `(B * T', pool, H * W * C)`
         (3-D, so LiteRT and ONNX take it as well); trailing frames (T mod pool) are dropped."""
-        static = inputs.shape.as_list()
-        dynamic = tf.shape(inputs)
-        batch, frames, height, width, channels = (
-            dynamic[i] if size is None else size for i, size in enumerate(static))
+        batch, frames, height, width, channels = ops.shape(inputs)
         windows = frames // self.pool_size
-        if static[1] is None or static[1] % self.pool_size:
+        if inputs.shape[1] is None or inputs.shape[1] % self.pool_size:
             inputs = inputs[:, :windows * self.pool_size]
-        pooled = tf.reduce_max(
-            tf.reshape(inputs, tf.stack([batch * windows, self.pool_size,
-                                         height * width * channels])), axis=1)
-        return tf.reshape(pooled, tf.stack([batch, windows, height, width, channels]))
+        pooled = ops.max(ops.reshape(inputs, (batch * windows, self.pool_size,
+                                              height * width * channels)), axis=1)
+        return ops.reshape(pooled, (batch, windows, height, width, channels))
 
     def compute_output_shape(self, input_shape):
         frames = input_shape[1]

@@ -6,7 +6,11 @@ or a `.keras` file (`classifier.load_classifier`), alone or late-fused with a se
 (`fusion`, Sec. 5.5).
 """
 
-from lgd_tf.serving.fusion import (  # noqa: F401
+from lgd_io.backend import require_tensorflow_backend
+
+require_tensorflow_backend("lgd_tf.serving (SavedModel / LiteRT / ONNX export and inference)")
+
+from lgd_tf.serving.fusion import (  # noqa: E402,F401
     fuse_scores,
     fuse_scores_by_media_id,
     fuse_two_models,

@@ -24,6 +24,8 @@ from lgd_tf.layers import (
 )
 from tests.test_case import _constructor_parameters, run_layer_test
 
+pytestmark = pytest.mark.backends
+
 RNG = np.random.default_rng(7)
 
 
@@ -260,13 +262,14 @@ def test_run_layer_test_catches_a_layer_safe_mode_cannot_load():
 
 @keras.saving.register_keras_serializable(package="lgd_tf_tests")
 class _DictInputs(keras.layers.Layer):
-    """`{"a", "b"}` -> `{"scaled": a * w + b, "doubled": 2 a}`."""
+    """`{"a", "b"}` -> `{"scaled": a * w + b, "doubled": a + a}`."""
 
     def build(self, input_shape):
         self.w = self.add_weight(name="w", shape=(input_shape["a"][-1],), initializer="ones")
 
     def call(self, inputs):
-        return {"scaled": inputs["a"] * self.w + inputs["b"], "doubled": 2.0 * inputs["a"]}
+        a, b = (ops.cast(inputs[k], self.compute_dtype) for k in ("a", "b"))
+        return {"scaled": a * ops.cast(self.w, a.dtype) + b, "doubled": a + a}
 
 
 def test_run_layer_test_takes_dict_inputs_and_outputs():

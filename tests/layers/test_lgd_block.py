@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from lgd_tf.layers import LGDBlock, LowRankDense, P3DBottleneck
-from tests.test_case import assert_config_round_trip, assert_same_outputs_after_rebuild
+from tests.test_case import assert_config_round_trip, assert_same_outputs_after_rebuild, to_numpy
 
 RNG = np.random.default_rng(0)
 
@@ -32,6 +32,7 @@ def dense(layer):
     return layer.down.numpy() @ layer.up.numpy()
 
 
+@pytest.mark.backends
 @pytest.mark.parametrize("variant", ["lgd", "v1", "v2"])
 def test_block_matches_numpy_equations(variant):
     # First block of a stage: 8 -> 16 channels and stride 2, so W^{x,g}, W^{g,g} are 8 -> 16.
@@ -39,8 +40,8 @@ def test_block_matches_numpy_equations(variant):
     block = LGDBlock(unit, rank_ratio=4, variant=variant, zero_init_global_residual=False)
     x = RNG.normal(size=(2, 4, 6, 6, 8)).astype("float32")
     g = relu(RNG.normal(size=(2, 8))).astype("float32")
-    x_out, g_out = block([x, g])
-    f = unit(x).numpy()
+    x_out, g_out = map(to_numpy, block([x, g]))
+    f = to_numpy(unit(x))
     w_gx = dense(block.local_to_global) if variant != "v1" else None
     w_gg = dense(block.global_to_global) if variant != "v1" else None
     ref_x, ref_g = numpy_lgd(f, g, dense(block.global_to_local), w_gx, w_gg, variant)
@@ -55,10 +56,10 @@ def test_zero_init_global_residual_starts_as_the_residual_unit():
     block = LGDBlock(unit, rank_ratio=4, zero_init_global_residual=True)
     x = RNG.normal(size=(1, 2, 4, 4, 16)).astype("float32")
     g = RNG.normal(size=(1, 16)).astype("float32")
-    x_out, _ = block([x, g])
+    x_out, _ = map(to_numpy, block([x, g]))
     np.testing.assert_array_equal(block.global_to_local.up.numpy(), 0.0)
     assert np.abs(block.global_to_local.down.numpy()).max() > 0
-    np.testing.assert_allclose(x_out, relu(unit(x).numpy()), atol=1e-6)
+    np.testing.assert_allclose(x_out, relu(to_numpy(unit(x))), atol=1e-6)
 
 
 def test_default_w_xg_is_glorot_like_every_w():
@@ -81,12 +82,12 @@ def test_v2_gate_at_init():
     zero = LGDBlock(P3DBottleneck(16), rank_ratio=4, variant="v2",
                     zero_init_global_residual=True)
     x_zero, _ = zero([x, g])
-    f = zero.local_unit(x).numpy()
+    f = to_numpy(zero.local_unit(x))
     np.testing.assert_allclose(x_zero, relu(0.5 * f), rtol=1e-6, atol=1e-6)
     glorot = LGDBlock(P3DBottleneck(16), rank_ratio=4, variant="v2")
     x_glorot, _ = glorot([x, g])
     gate = sigmoid(g @ dense(glorot.global_to_local))
-    np.testing.assert_allclose(x_glorot, relu(glorot.local_unit(x).numpy() * gate[:, None, None,
+    np.testing.assert_allclose(x_glorot, relu(to_numpy(glorot.local_unit(x)) * gate[:, None, None,
                                                                                  None]),
                                rtol=1e-5, atol=1e-5)
     assert 0.4 < gate.mean() < 0.6 and gate.std() > 0.02, (gate.mean(), gate.std())
@@ -119,6 +120,7 @@ def test_low_rank_dense_is_w1_w2():
     assert layer.count_params() == 2 * (5 + 6)
 
 
+@pytest.mark.backends
 def test_serialization():
     block = LGDBlock(P3DBottleneck(4, strides=2), rank_ratio=4, variant="v2")
     x = RNG.normal(size=(1, 2, 4, 4, 8)).astype("float32")
@@ -143,6 +145,7 @@ def test_bad_arguments():
         LGDBlock(P3DBottleneck(4), rank_ratio=0)
 
 
+@pytest.mark.backends
 @pytest.mark.parametrize("variant", ["lgd", "v1", "v2"])
 def test_plain_diffusion_matches_the_fused_block_and_pools_the_hooked_map(variant):
     """Under `plain_diffusion` the block gives the same outputs, and g_l is computed from the
@@ -153,21 +156,22 @@ def test_plain_diffusion_matches_the_fused_block_and_pools_the_hooked_map(varian
     block = LGDBlock(unit, rank_ratio=4, variant=variant, name="block")
     x = RNG.normal(size=(2, 4, 6, 6, 8)).astype("float32")
     g = relu(RNG.normal(size=(2, 8))).astype("float32")
-    fused_x, fused_g = block([x, g])
+    fused_x, fused_g = map(to_numpy, block([x, g]))
     with plain_diffusion():
-        plain_x, plain_g = block([x, g])
+        plain_x, plain_g = map(to_numpy, block([x, g]))
     np.testing.assert_allclose(plain_x, fused_x, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(plain_g, fused_g, rtol=1e-5, atol=1e-6)
     shift = RNG.normal(size=fused_x.shape).astype("float32")
-    with plain_diffusion({"block": lambda a: a + shift, "other": lambda a: a * 0.0}):
-        hooked_x, hooked_g = block([x, g])
-    np.testing.assert_allclose(hooked_x, fused_x.numpy() + shift, rtol=1e-6, atol=1e-6)
-    pooled = (fused_x.numpy() + shift).mean(axis=(1, 2, 3))
+    hooks = {"block": lambda a: keras.ops.add(a, shift), "other": lambda a: a * 0.0}
+    with plain_diffusion(hooks):
+        hooked_x, hooked_g = map(to_numpy, block([x, g]))
+    np.testing.assert_allclose(hooked_x, to_numpy(fused_x) + shift, rtol=1e-6, atol=1e-6)
+    pooled = (to_numpy(fused_x) + shift).mean(axis=(1, 2, 3))
     if variant == "v1":
         expected = pooled
     else:
         expected = relu(pooled @ dense(block.local_to_global) + g @ dense(block.global_to_global))
     np.testing.assert_allclose(hooked_g, expected, rtol=1e-5, atol=1e-5)
     assert np.abs(hooked_g - fused_g).max() > 1e-3
-    again_x, _ = block([x, g])  # the context is left: the fused path, no hook
+    again_x, _ = map(to_numpy, block([x, g]))  # the context is left: the fused path, no hook
     np.testing.assert_array_equal(again_x, fused_x)

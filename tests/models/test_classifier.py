@@ -7,7 +7,7 @@ import tensorflow as tf
 
 import lgd_tf
 from lgd_tf.models import class_probabilities
-from tests.test_case import assert_config_round_trip, assert_keras_round_trip
+from tests.test_case import assert_config_round_trip, assert_keras_round_trip, to_numpy
 
 RNG = np.random.default_rng(4)
 TINY = {"stage_blocks": (1, 1, 1, 1), "base_filters": 8, "num_frames": 4}
@@ -38,9 +38,9 @@ def test_stage2_head_is_eq_4_5(normalised):
     model = lgd_tf.models.lgd3d(num_classes=5, sketch_dim=32, sketch_signed_sqrt_l2=normalised,
                                 **TINY)
     x = clip()
-    logits = model(x)["combined"].numpy()
+    logits = to_numpy(model(x)["combined"])
     features = model.get_layer("backbone")(x)
-    local, glob = features["local"].numpy().astype("float64"), features["global"].numpy()
+    local, glob = to_numpy(features["local"]).astype("float64"), to_numpy(features["global"])
     sketch = model.get_layer("local_global_sketch").sketch
     phi = np.concatenate([numpy_sketch(local, sketch).mean(axis=(1, 2, 3)),
                           numpy_sketch(glob.astype("float64"), sketch)], axis=-1)
@@ -60,11 +60,11 @@ def test_stage1_heads_are_eq_6():
     features = model.get_layer("backbone")(x)
     wg, bg = model.get_layer("global_logits").get_weights()
     wl, bl = model.get_layer("local_logits").get_weights()
-    np.testing.assert_allclose(out["global"], features["global"].numpy() @ wg + bg, rtol=1e-4,
+    np.testing.assert_allclose(out["global"], to_numpy(features["global"]) @ wg + bg, rtol=1e-4,
                                atol=1e-5)
-    pooled = features["local"].numpy().mean(axis=(1, 2, 3))
+    pooled = to_numpy(features["local"]).mean(axis=(1, 2, 3))
     np.testing.assert_allclose(out["local"], pooled @ wl + bl, rtol=1e-4, atol=1e-5)
-    expected = 0.5 * (softmax(out["global"].numpy()) + softmax(out["local"].numpy()))
+    expected = 0.5 * (softmax(to_numpy(out["global"])) + softmax(to_numpy(out["local"])))
     np.testing.assert_allclose(class_probabilities(out), expected, rtol=1e-5)
 
 
@@ -84,7 +84,7 @@ def test_logits_stay_float32_under_mixed_precision():
     finally:
         keras.mixed_precision.set_dtype_policy("float32")
     assert keras.backend.standardize_dtype(out["combined"].dtype) == "float32"
-    assert np.isfinite(out["combined"].numpy()).all()
+    assert np.isfinite(to_numpy(out["combined"])).all()
 
 
 @pytest.mark.parametrize("head", ["stage1", "stage2", None])
@@ -101,7 +101,7 @@ def test_saved_model_round_trip(tmp_path):
     model = lgd_tf.models.lgd2d(num_classes=3, num_segments=2, stage_blocks=(1, 1, 1, 1),
                                 base_filters=8, sketch_dim=16)
     x = RNG.integers(0, 256, (2, 2, 32, 32, 3)).astype("float32")
-    expected = model(x)["combined"].numpy()
+    expected = to_numpy(model(x)["combined"])
     model.export(str(tmp_path / "export"), verbose=False)
     reloaded = tf.saved_model.load(str(tmp_path / "export"))
     np.testing.assert_allclose(reloaded.serve(x)["combined"], expected, rtol=1e-5, atol=1e-6)
