@@ -187,8 +187,7 @@ class LGDBlock(keras.layers.Layer):
             "variant": self.variant,
             "zero_init_global_residual": self.zero_init_global_residual,
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+            "projection_bias": self.projection_bias,
+            "pool_block_input": self.pool_block_input,
         })
-        if self.projection_bias or self.pool_block_input:
-            config.update({"projection_bias": self.projection_bias,
-                           "pool_block_input": self.pool_block_input})
         return config

@@ -65,8 +65,7 @@ class LowRankDense(keras.layers.Layer):
             "rank": self.rank,
             "down_initializer": keras.initializers.serialize(self.down_initializer),
             "up_initializer": keras.initializers.serialize(self.up_initializer),
+            "use_bias": self.use_bias,
+            "bias_initializer": keras.initializers.serialize(self.bias_initializer),
         })
-        if self.use_bias:
-            config.update({"use_bias": True, "bias_initializer":
-                           keras.initializers.serialize(self.bias_initializer)})
         return config

@@ -70,7 +70,8 @@ def test_defaults_have_no_bias_and_options_round_trip():
     g = RNG.normal(size=(1, 16)).astype("float32")
     block([x, g])
     assert len(block.global_to_local.weights) == 2  # down, up: the paper's W, no bias
-    assert "projection_bias" not in block.get_config()  # today's configs are unchanged
+    config = block.get_config()
+    assert config["projection_bias"] is False and config["pool_block_input"] is False
     options = LGDBlock(P3DBottleneck(4), rank_ratio=4, projection_bias=True,
                        pool_block_input=True)
     options([x, g])
