@@ -225,12 +225,12 @@ sys.exit(command.run(sys.argv))
 """
 
 
-@pytest.mark.subprocess
-def test_sigkill_mid_build_then_rerun_writes_every_video_once(tmp_path, subprocess_env,
-                                                              capsys):
+def _two_class_build(tmp_path, num_videos, num_shards):
+    """`num_videos` 3-frame 16x16 videos v0, v1, ... labelled c0 / c1 alternately; returns
+    (names, output folder, the build command's flags)."""
     folder = tmp_path / "videos"
     folder.mkdir()
-    names = [f"v{i}" for i in range(8)]
+    names = [f"v{i}" for i in range(num_videos)]
     for name in names:
         helpers.write_video(folder / f"{name}.mp4", helpers.indexed_frames(3, 16, 16),
                             "libx264")
@@ -238,8 +238,15 @@ def test_sigkill_mid_build_then_rerun_writes_every_video_once(tmp_path, subproce
     csv_path.write_text("path,label\n" + "".join(f"{n}.mp4,c{i % 2}\n"
                                                  for i, n in enumerate(names)))
     out = tmp_path / "out"
-    args = [f"--videos_dir={folder}", f"--labels_csv={csv_path}", f"--output_dir={out}",
-            "--num_shards=4", "--num_workers=1", "--short_side=16"]
+    return names, out, [f"--videos_dir={folder}", f"--labels_csv={csv_path}",
+                        f"--output_dir={out}", f"--num_shards={num_shards}",
+                        "--num_workers=1", "--short_side=16"]
+
+
+@pytest.mark.subprocess
+def test_sigkill_mid_build_then_rerun_writes_every_video_once(tmp_path, subprocess_env,
+                                                              capsys):
+    names, out, args = _two_class_build(tmp_path, 8, num_shards=4)
     process = subprocess.Popen([sys.executable, "-c", _SLOW_BUILD, *args],
                                env=subprocess_env, start_new_session=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -293,18 +300,7 @@ def test_kinetics_csv_rerun_after_adding_a_row(tmp_path, capsys):
 @pytest.mark.subprocess
 def test_a_second_builder_on_the_folder_exits_1_naming_the_first(tmp_path, subprocess_env,
                                                                  capsys):
-    folder = tmp_path / "videos"
-    folder.mkdir()
-    names = [f"v{i}" for i in range(6)]
-    for name in names:
-        helpers.write_video(folder / f"{name}.mp4", helpers.indexed_frames(3, 16, 16),
-                            "libx264")
-    csv_path = tmp_path / "labels.csv"
-    csv_path.write_text("path,label\n" + "".join(f"{n}.mp4,c{i % 2}\n"
-                                                 for i, n in enumerate(names)))
-    out = tmp_path / "out"
-    args = [f"--videos_dir={folder}", f"--labels_csv={csv_path}", f"--output_dir={out}",
-            "--num_shards=2", "--num_workers=1", "--short_side=16"]
+    names, out, args = _two_class_build(tmp_path, 6, num_shards=2)
     first = subprocess.Popen([sys.executable, "-c", _SLOW_BUILD, *args], env=subprocess_env,
                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     deadline = time.time() + 60

@@ -14,6 +14,7 @@ from lgd_tf import explain, export, predict
 from lgd_tf.serving import explain as explain_lib
 from lgd_tf.serving import timeline as timeline_lib
 from tests.export.conftest import record_run, tiny_lgd3d
+from tests.locks import lock_held_by_another_process
 
 
 def _run(command, capsys, *args):
@@ -145,14 +146,7 @@ def test_a_second_export_into_a_folder_being_written_is_refused(recorded_run, tm
     """Another process holds the export folder's lock (as an export does while it writes):
     the export exits 1 saying so and writes nothing."""
     export_dir = tmp_path / "export"
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom lgd_io.files import folder_lock\n"
-         f"with folder_lock({str(export_dir)!r}):\n    print('held', flush=True)\n"
-         "    sys.stdin.read()"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-        env=dict(os.environ, PYTHONPATH=os.getcwd()))
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with lock_held_by_another_process(export_dir) as holder_pid:
         start = time.monotonic()
         result = subprocess.run(
             [sys.executable, "-m", "lgd_tf.export", f"--model_dir={recorded_run}",
@@ -160,11 +154,8 @@ def test_a_second_export_into_a_folder_being_written_is_refused(recorded_run, tm
             capture_output=True, text=True, timeout=300,
             env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=os.getcwd()))
         assert time.monotonic() - start < 120
-    finally:
-        holder.stdin.close()
-        holder.wait(timeout=30)
     assert result.returncode == 1 and result.stdout == ""
     line = result.stderr.strip().splitlines()[-1]
-    assert line.startswith(f"lgd_tf.export: error: {export_dir} is in use by pid {holder.pid} ")
+    assert line.startswith(f"lgd_tf.export: error: {export_dir} is in use by pid {holder_pid} ")
     assert "another export is writing there" in line
     assert sorted(os.listdir(export_dir)) == [".lock"]

@@ -10,18 +10,7 @@ import pytest
 from keras.src.testing import TestCase
 
 import lgd_tf.layers
-from lgd_tf.layers import (
-    BatchNormalization,
-    Bottleneck2D,
-    FrameMaxPooling,
-    LGDBlock,
-    LocalGlobalSketch,
-    LowRankDense,
-    P3DBottleneck,
-    PixelNormalization,
-    TemporalMaxPooling,
-    TensorSketch,
-)
+from lgd_tf import layers
 
 pytestmark = pytest.mark.backends
 
@@ -39,25 +28,25 @@ def normal(*shape):
 class KerasLayerContractTest(TestCase):
     def test_batch_normalization(self):
         self.run_layer_test(
-            BatchNormalization, {"momentum": 0.8, "epsilon": 1e-3},
+            layers.BatchNormalization, {"momentum": 0.8, "epsilon": 1e-3},
             input_data=normal(2, 2, 3, 3, 4), expected_output_shape=(2, 2, 3, 3, 4),
             expected_num_trainable_weights=2, expected_num_non_trainable_weights=2)
 
     def test_low_rank_dense(self):
         self.run_layer_test(
-            LowRankDense, {"units": 6, "rank": 2}, input_data=normal(3, 5),
+            layers.LowRankDense, {"units": 6, "rank": 2}, input_data=normal(3, 5),
             expected_output_shape=(3, 6), expected_num_trainable_weights=2,
             expected_num_non_trainable_weights=0)
 
     def test_p3d_bottleneck(self):
         self.run_layer_test(
-            P3DBottleneck, {"filters": 2, "strides": 2}, input_data=normal(2, 3, 4, 4, 4),
+            layers.P3DBottleneck, {"filters": 2, "strides": 2}, input_data=normal(2, 3, 4, 4, 4),
             expected_output_shape=(2, 3, 2, 2, 8), expected_num_trainable_weights=15,
             expected_num_non_trainable_weights=10)
 
     def test_bottleneck_2d(self):
         self.run_layer_test(
-            Bottleneck2D, {"filters": 2}, input_data=normal(2, 2, 3, 3, 8),
+            layers.Bottleneck2D, {"filters": 2}, input_data=normal(2, 2, 3, 3, 8),
             expected_output_shape=(2, 2, 3, 3, 8), expected_num_trainable_weights=9,
             expected_num_non_trainable_weights=6)
 
@@ -66,8 +55,8 @@ class KerasLayerContractTest(TestCase):
         for variant in ("lgd", "v1", "v2"):
             with self.subTest(variant=variant):
                 self.run_layer_test(
-                    LGDBlock,
-                    {"local_unit": P3DBottleneck(2, strides=2), "rank_ratio": 4,
+                    layers.LGDBlock,
+                    {"local_unit": layers.P3DBottleneck(2, strides=2), "rank_ratio": 4,
                      "variant": variant},
                     input_data=[normal(2, 2, 4, 4, 4), np.abs(normal(2, 4))],
                     expected_output_shape=[(2, 2, 2, 2, 8), (2, 8)],
@@ -76,13 +65,13 @@ class KerasLayerContractTest(TestCase):
 
     def test_tensor_sketch(self):
         self.run_layer_test(
-            TensorSketch, {"output_dim": 8, "seed": 3}, input_data=normal(2, 3, 5),
+            layers.TensorSketch, {"output_dim": 8, "seed": 3}, input_data=normal(2, 3, 5),
             expected_output_shape=(2, 3, 8), expected_num_trainable_weights=0,
             expected_num_non_trainable_weights=4)
 
     def test_local_global_sketch(self):
         self.run_layer_test(
-            LocalGlobalSketch, {"sketch_dim": 8, "seed": 1, "signed_sqrt_l2": True},
+            layers.LocalGlobalSketch, {"sketch_dim": 8, "seed": 1, "signed_sqrt_l2": True},
             input_data=[normal(2, 2, 2, 2, 4), normal(2, 4)], expected_output_shape=(2, 16),
             expected_output_dtype="float32", expected_num_trainable_weights=0,
             expected_num_non_trainable_weights=4, run_training_check=LIST_FIT)
@@ -90,7 +79,7 @@ class KerasLayerContractTest(TestCase):
     def test_pixel_normalization(self):
         pixels = RNG.integers(0, 256, size=(2, 2, 3, 3, 3)).astype("uint8")
         self.run_layer_test(
-            PixelNormalization, {"mean": (100.0, 110.0, 120.0), "std": (50.0, 60.0, 70.0)},
+            layers.PixelNormalization, {"mean": (100.0, 110.0, 120.0), "std": (50.0, 60.0, 70.0)},
             input_data=pixels, expected_output_shape=(2, 2, 3, 3, 3),
             expected_num_trainable_weights=0, expected_num_non_trainable_weights=2)
 
@@ -98,22 +87,22 @@ class KerasLayerContractTest(TestCase):
         for pool_size, strides, frames_out in ((2, 2, 3), (3, 2, 3)):
             with self.subTest(pool_size=pool_size, strides=strides):
                 self.run_layer_test(
-                    TemporalMaxPooling, {"pool_size": pool_size, "strides": strides},
+                    layers.TemporalMaxPooling, {"pool_size": pool_size, "strides": strides},
                     input_data=normal(2, 7, 3, 3, 4),
                     expected_output_shape=(2, frames_out, 3, 3, 4),
                     expected_num_trainable_weights=0, expected_num_non_trainable_weights=0)
 
     def test_frame_max_pooling(self):
         self.run_layer_test(
-            FrameMaxPooling, {"pool_size": 3, "strides": 2, "padding": "same"},
+            layers.FrameMaxPooling, {"pool_size": 3, "strides": 2, "padding": "same"},
             input_data=normal(2, 2, 7, 5, 4), expected_output_shape=(2, 2, 4, 3, 4),
             expected_num_trainable_weights=0, expected_num_non_trainable_weights=0)
 
 
 def test_every_public_layer_has_a_keras_contract_test():
-    layers = {getattr(lgd_tf.layers, name) for name in lgd_tf.layers.__all__}
-    layers = {obj.__name__ for obj in layers
+    public = {getattr(lgd_tf.layers, name) for name in lgd_tf.layers.__all__}
+    public = {obj.__name__ for obj in public
               if isinstance(obj, type) and issubclass(obj, keras.layers.Layer)}
     tested = {name[len("test_"):].replace("_", "") for name in vars(KerasLayerContractTest)
               if name.startswith("test_")}
-    assert {name.lower() for name in layers} == tested
+    assert {name.lower() for name in public} == tested

@@ -11,6 +11,7 @@ import pytest
 
 from lgd_tf.data import writer
 from lgd_tf.training import run_folder
+from tests.locks import lock_held_by_another_process
 
 pytestmark = pytest.mark.subprocess
 
@@ -160,19 +161,12 @@ def test_evaluate_while_train_holds_the_run_is_refused_naming_its_pid(trained, t
     """Another process holds the run folder's lock (as train does while it runs): evaluate
     refuses with its pid and writes nothing; with --output_dir it writes only there."""
     run, _, _ = trained
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from lgd_io import files\n"
-         f"with files.folder_lock({str(run)!r}):\n"
-         "    print('locked', flush=True); sys.stdin.read()"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-        env=dict(os.environ, PYTHONPATH=os.getcwd()))
-    try:
-        assert holder.stdout.readline().strip() == "locked"
+    with lock_held_by_another_process(run) as holder_pid:
         before = _snapshot(run)
         code, _, err = _evaluate([f"--model_dir={run}"], capsys)
         assert code == 1 and len(err) == 1, err
         assert err[0].startswith(f"lgd_tf.evaluate: error: {run} is in use by pid "
-                                 f"{holder.pid} on "), err
+                                 f"{holder_pid} on "), err
         assert err[0].endswith("wait for that run to end, or give --output_dir to write the "
                                "results elsewhere")
         assert _snapshot(run) == before
@@ -181,5 +175,4 @@ def test_evaluate_while_train_holds_the_run_is_refused_naming_its_pid(trained, t
         assert code == 0, err
         assert _snapshot(run) == before
         assert (tmp_path / "out" / "eval_results.json").exists()
-    finally:
-        holder.communicate("", timeout=30)
+
