@@ -87,6 +87,21 @@ def _videos(split, per_class, seed):
     return [items[i] for i in order]
 
 
+def cache_is_current(cache_dir, marker, config):
+    """True when `marker` records `config`: the shards in `cache_dir` are that data set.
+    Otherwise the marker and every shard of the folder are removed, to be built again."""
+    if not os.path.exists(marker):
+        return False
+    with open(marker) as f:
+        if json.load(f).get("config") == config:
+            return True
+    os.remove(marker)
+    for name in os.listdir(cache_dir):
+        if name.endswith(".tfrecord"):
+            os.remove(os.path.join(cache_dir, name))
+    return False
+
+
 def build_demo_dataset(cache_dir, *, train_per_class=48, eval_per_class=16, num_shards=4):
     """Generates (once) and returns the demo set: 576 train / 192 eval videos by default.
 
@@ -108,14 +123,8 @@ def build_demo_dataset(cache_dir, *, train_per_class=48, eval_per_class=16, num_
         eval_kwargs={"model": "3d", "num_frames": NUM_FRAMES, "num_clips": 1,
                      "short_side": FRAME_SIZE},
     )
-    if os.path.exists(marker):
-        with open(marker) as f:
-            if json.load(f).get("config") == config:
-                return data
-        os.remove(marker)
-        for name in os.listdir(cache_dir):
-            if name.endswith(".tfrecord"):
-                os.remove(os.path.join(cache_dir, name))
+    if cache_is_current(cache_dir, marker, config):
+        return data
     os.makedirs(cache_dir, exist_ok=True)
     for split, per_class, seed in (("train", train_per_class, 1), ("eval", eval_per_class, 2)):
         summary = builder.build_from_frames(_videos(split, per_class, seed), cache_dir,

@@ -29,13 +29,12 @@ flip swaps the corners' sides.
 """
 
 import collections
-import json
 import os
 
 import numpy as np
 
 from lgd_io import files
-from lgd_tf.data import builder
+from lgd_tf.data import builder, demo
 from lgd_tf.training import run_folder
 
 NUM_FRAMES = 4
@@ -192,14 +191,8 @@ def build_relation_dataset(cache_dir, *, train_size=1024, eval_size=256, num_sha
         eval_kwargs={"model": "3d", "num_frames": NUM_FRAMES, "num_clips": 1,
                      "short_side": FRAME_SIZE},
     )
-    if os.path.exists(marker):
-        with open(marker) as f:
-            if json.load(f).get("config") == config:
-                return data
-        os.remove(marker)
-        for name in os.listdir(cache_dir):
-            if name.endswith(".tfrecord"):
-                os.remove(os.path.join(cache_dir, name))
+    if demo.cache_is_current(cache_dir, marker, config):
+        return data
     os.makedirs(cache_dir, exist_ok=True)
     for split, size, split_seed in (("train", train_size, 2 * seed + 1),
                                     ("eval", eval_size, 2 * seed + 2)):
