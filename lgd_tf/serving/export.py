@@ -204,13 +204,14 @@ def _export_record(model, class_names, source, sampling):
             "architecture": json.loads(json.dumps(run_folder.model_architecture(model))),
             "source": str(source.file) if source.file is not None else None,
             "video_spec": source.video_spec,
+            "run_id": source.run_id,
             "sampling": sampling.as_kwargs()}
 
 
 def _check_same_run(export_dir, record):
-    """BadInput if `export_dir` holds an export of another run (other class names or model
-    architecture); an export folder written before export.json existed is compared by its
-    class_names.txt and model.keras."""
+    """BadInput if `export_dir` holds an export of another run (other class names, model
+    architecture, or training run id where both exports know theirs); an export folder
+    written before export.json existed is compared by its class_names.txt and model.keras."""
     recorded = read_export_record(export_dir)
     if recorded is None:
         recorded = _legacy_record(export_dir)
@@ -231,6 +232,10 @@ def _check_same_run(export_dir, record):
             setting = differ[0].rsplit(".", 1)[-1]
             what = (f"its model has {setting}={before[differ[0]]!r}, this one "
                     f"{setting}={now[differ[0]]!r}")
+    if what is None and None not in (recorded.get("run_id"), record["run_id"]) and (
+            recorded["run_id"] != record["run_id"]):
+        what = (f"run {recorded['run_id'][:8]} there, run {record['run_id'][:8]} here, with the "
+                "same classes and model")
     if what is not None:
         raise BadInput(f"--export_dir={export_dir} holds the export of another run ({what}); "
                        "export into another --export_dir")

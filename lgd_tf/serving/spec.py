@@ -46,6 +46,7 @@ class ModelSource:
         sampling: a recorded `module.Sampling` (a SavedModel's, an export's), or None.
         origin: where the spec / sampling came from ("from runs/x/run.json").
         class_names: the class names recorded with the model, or None.
+        run_id: the training run's id (its run.json), when the model came from a run folder.
     """
 
     kind: str
@@ -55,6 +56,7 @@ class ModelSource:
     sampling: module.Sampling = None
     origin: str = ""
     class_names: tuple = None
+    run_id: str = None
 
 
 def _run_folder():
@@ -110,7 +112,7 @@ def _resolve_folder(path, gradients):
         return ModelSource("keras", pathlib.Path(run.final_model_path()), str(path),
                            video_spec=run.video_spec,
                            origin=f"from {path / run_folder.RUN_RECORD}",
-                           class_names=tuple(run.class_names))
+                           class_names=tuple(run.class_names), run_id=run.run_id)
     saved_model = loading.find_saved_model(path)
     if saved_model is not None and not gradients:
         return ModelSource("saved_model", saved_model, str(path))

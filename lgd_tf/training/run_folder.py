@@ -28,6 +28,7 @@ import dataclasses
 import json
 import os
 import re
+import uuid
 
 import keras
 import tensorflow as tf
@@ -238,6 +239,7 @@ class RunRecord:
     data: dict
     models: dict
     finished_stages: list
+    run_id: str = None
 
     def stage_model_path(self, stage):
         return os.path.join(self.path, stage_file(stage))
@@ -359,6 +361,7 @@ class RunFolder:
         models = dict(record.get("models", {}))
         models.update({k: v for k, v in architectures.items() if k not in models})
         updated = dict(record, class_names=list(class_names), models=models)
+        updated.setdefault("run_id", uuid.uuid4().hex)  # tells this run's exports apart
         if video_spec is not None:
             updated["video_spec"] = video_spec
         if data is not None:
@@ -415,7 +418,7 @@ class RunFolder:
             raise BadInput(f"{self.file(RUN_RECORD)} records no LGD-3D / LGD-2D model, so no "
                            "input spec; retrain it into a new --model_dir")
         return RunRecord(self.path, list(names), spec, dict(data), dict(models),
-                         list(finished))
+                         list(finished), record.get("run_id"))
 
     def _from_operative_config(self, models):
         """(video spec, data) of a run recorded before run.json held them."""

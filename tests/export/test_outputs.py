@@ -2,7 +2,9 @@
 their files, export refuses another run's folder and a folder another export is writing."""
 
 import errno
+import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -129,6 +131,27 @@ def test_export_into_another_runs_folder_is_refused(other, what, args, other_run
     assert _error_line(err, "lgd_tf.export") == (
         f"--export_dir={litert_export} holds the export of another run ({what}); export "
         "into another --export_dir")
+    assert _tree(litert_export) == before
+
+
+def test_another_run_with_the_same_classes_and_model_is_refused(recorded_run, litert_export,
+                                                                tmp_path, capsys):
+    """A retrain of the same config into another run folder: only the run id tells them
+    apart, and it is enough to refuse."""
+    twin = tmp_path / "twin"
+    shutil.copytree(recorded_run, twin)
+    record = json.loads((twin / "run.json").read_text())
+    record["run_id"] = "0" * 32
+    (twin / "run.json").write_text(json.dumps(record))
+    exported = json.loads((litert_export / "export.json").read_text())["run_id"]
+    before = _tree(litert_export)
+    code, out, err = _run(export, capsys, f"--model_dir={twin}",
+                          f"--export_dir={litert_export}", "--format=onnx")
+    assert code == 2 and out == ""
+    assert _error_line(err, "lgd_tf.export") == (
+        f"--export_dir={litert_export} holds the export of another run (run {exported[:8]} "
+        "there, run 00000000 here, with the same classes and model); export into another "
+        "--export_dir")
     assert _tree(litert_export) == before
 
 
