@@ -17,14 +17,13 @@ import os
 import time
 import weakref
 
-import keras
 import numpy as np
 import tensorflow as tf
-from keras.src.saving.serialization_lib import SafeModeScope
 
 from lgd_io import files
 from lgd_tf import data
 from lgd_tf.models import class_probabilities
+from lgd_tf.models.saving import load_model_safely
 from lgd_tf.serving import fusion
 from lgd_tf.training import metrics, run_folder
 from lgd_tf.training.errors import RunFailure, TrainingError, data_error, one_line, warn
@@ -104,8 +103,7 @@ def load_stage_model(model_dir, stage=None):
         path = run.stage_model(name)
         if tf.io.gfile.exists(path):
             try:
-                with SafeModeScope(True):  # even if the process enabled unsafe deserialization
-                    return keras.saving.load_model(path, compile=False), name
+                return load_model_safely(path), name  # safe mode pinned
             except (ValueError, TypeError, KeyError, OSError) as error:  # foreign or corrupt
                 raise TrainingError(f"cannot load {run.what(path)}: {one_line(error)}") from None
     raise TrainingError(f"no trained model in {model_dir}: expected "
