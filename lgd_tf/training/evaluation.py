@@ -9,7 +9,6 @@ class, columns: predicted, class names on both axes), the per-video predictions 
 eval/top5, eval/mean_class_accuracy (and the confusion figure) for TensorBoard.
 """
 
-import collections
 import csv
 import io
 import json
@@ -46,20 +45,6 @@ def label_check_names(class_names):
     if class_names is None or list(class_names) == [str(i) for i in range(len(class_names))]:
         return None
     return list(class_names)
-
-
-def check_media_ids(media_ids, pattern):
-    """Refuses media ids that occur more than once (one line naming them); returns how many
-    records have none (""), which evaluation alone accepts but fusion cannot match."""
-    counts = collections.Counter(media_ids)
-    missing = counts.pop("", 0)
-    repeated = fusion.describe_repeated(counts)
-    if repeated:
-        raise TrainingError(
-            f"duplicate media ids in {pattern}: {repeated}; scores are matched by "
-            "clip/media_id, so each video needs its own: rebuild with python -m "
-            "lgd_tf.build_tfrecords (unique media ids) or drop the repeated records")
-    return missing
 
 
 _PREDICT = weakref.WeakKeyDictionary()  # model -> {input spec: traced forward}
@@ -182,7 +167,10 @@ def evaluate_video_level(model_dir, sources, model=None, stage=None, *, batch_si
     if not scores:
         raise TrainingError(f"the eval data set is empty ({sources.eval_pattern})")
     scores, labels = np.concatenate(scores), np.concatenate(labels)
-    missing = check_media_ids(media_ids, sources.eval_pattern)
+    try:  # repeated ids are refused; records without one are only warned about
+        missing = fusion.count_missing_media_ids(media_ids, sources.eval_pattern)
+    except ValueError as error:
+        raise TrainingError(str(error)) from None
     if missing and not fuse_with and sources.eval_pattern not in _WARNED:
         _WARNED.add(sources.eval_pattern)  # once per pattern (evaluations during training)
         warn(f"{missing} of {len(media_ids)} eval records have no clip/media_id: "
