@@ -2,13 +2,12 @@
 
 import warnings
 
-import keras
 from absl import logging
-from keras.src.saving.serialization_lib import SafeModeScope
 
 from lgd_tf.models.backbone import LGD2DBackbone, LGD3DBackbone, _Backbone
 from lgd_tf.models.classifier import LGDClassifier
 from lgd_tf.models.inflation import inflate_backbone, load_keras_resnet
+from lgd_tf.models.saving import load_model_safely
 
 
 def lgd3d(depth=50, num_classes=400, *, head="stage2", num_frames=16, input_channels=3,
@@ -126,8 +125,7 @@ def load_lgd_weights(model, path):
         return model
     if not path.endswith(".keras"):
         raise ValueError(f"`weights` must be a .keras or .weights.h5 file. Received: {path}")
-    with SafeModeScope(True):  # even if the process enabled unsafe deserialization
-        source = keras.saving.load_model(path, compile=False)
+    source = load_model_safely(path)  # even if the process enabled unsafe deserialization
     src_backbone, dst_backbone = _backbone_of(source), _backbone_of(model)
     src_weights = src_backbone.get_weights()
     dst_shapes = [tuple(w.shape) for w in dst_backbone.weights]

@@ -13,7 +13,7 @@ import json
 import numpy as np
 import tensorflow as tf
 
-from lgd_io.errors import BadInput
+from lgd_io.errors import BadInput, one_line
 from lgd_tf.serving import loading, module
 
 
@@ -178,7 +178,7 @@ def _load_saved_model(saved_model_dir):
     except (KeyError, AttributeError) as error:
         raise BadInput(
             f"{saved_model_dir} is not an lgd_tf export (needs the {module.SERVE_FRAMES} "
-            f"signature, class names and sampling). Received: {loading.one_line(error)}"
+            f"signature, class names and sampling). Received: {one_line(error)}"
         ) from error
     classifier = VideoClassifier(saved_model_dir, serve_frames, class_names, sampling,
                                  serve_clips=serve_clips, features=features)

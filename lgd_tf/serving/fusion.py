@@ -57,20 +57,34 @@ def fuse_scores(rgb_scores, flow_scores, flow_weight=DEFAULT_FLOW_WEIGHT):
 def check_media_ids(media_ids, where):
     """Raises ValueError (one line naming them) if a media id is empty or repeated: fusion
     matches the two streams' videos by `clip/media_id`, so each video needs its own."""
-    ids = [m.decode() if isinstance(m, bytes) else str(m) for m in media_ids]
-    counts = collections.Counter(ids)
-    missing = counts.pop("", 0)
+    ids = _as_strings(media_ids)
+    missing = ids.count("")
     if missing:
         raise ValueError(
             f"{missing} of {len(ids)} videos in {where} have no clip/media_id, so the two "
             "streams' videos cannot be matched; rebuild the records with media ids (python -m "
             "lgd_tf.build_tfrecords writes them)")
+    count_missing_media_ids(ids, where)
+    return ids
+
+
+def count_missing_media_ids(media_ids, where):
+    """How many media ids are empty (""); raises ValueError (one line naming them) if a
+    non-empty one occurs more than once in `where`: per-video scores are matched by
+    `clip/media_id` (evaluation's predictions, fusion), so each video needs its own."""
+    counts = collections.Counter(_as_strings(media_ids))
+    missing = counts.pop("", 0)
     repeated = describe_repeated(counts)
     if repeated:
         raise ValueError(
-            f"duplicate media ids in {where}: {repeated}; the two streams' videos are "
-            "matched by clip/media_id, so rebuild with one unique media id per video")
-    return ids
+            f"duplicate media ids in {where}: {repeated}; scores are matched by "
+            "clip/media_id, so each video needs its own: rebuild with python -m "
+            "lgd_tf.build_tfrecords (unique media ids) or drop the repeated records")
+    return missing
+
+
+def _as_strings(media_ids):
+    return [m.decode() if isinstance(m, bytes) else str(m) for m in media_ids]
 
 
 def describe_repeated(counts):

@@ -8,10 +8,8 @@ executed as is, so only load SavedModels you trust (as with any TF Serving model
 
 import pathlib
 
-import keras
-from keras.src.saving.serialization_lib import SafeModeScope
-
-from lgd_io.errors import BadInput
+from lgd_io.errors import BadInput, one_line
+from lgd_tf.models.saving import load_model_safely
 from lgd_tf.training import run_folder
 
 CLASS_NAMES_FILE = run_folder.CLASS_NAMES
@@ -55,10 +53,7 @@ def load_keras_model(model_dir_or_keras_path):
 
     keras_path = find_keras_file(model_dir_or_keras_path)
     try:
-        # Keras 3 lets a process-wide `enable_unsafe_deserialization()` override the
-        # safe_mode argument; the scope pins safe mode for this load whatever else ran before.
-        with SafeModeScope(True):
-            model = keras.saving.load_model(keras_path, safe_mode=True, compile=False)
+        model = load_model_safely(keras_path)  # safe mode pinned whatever ran before
     except Exception as error:  # Keras raises many types for a corrupt or foreign file.
         raise BadInput(f"Could not load {keras_path}: {one_line(error)}") from error
     class_names = read_class_names(keras_path.parent, _num_outputs(model))
@@ -86,7 +81,3 @@ def _num_outputs(model):
     return num_classes(model)
 
 
-def one_line(error):
-    """The first line of an error message (for one-line command-line errors)."""
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__

@@ -30,7 +30,7 @@ import av
 import numpy as np
 import tensorflow as tf
 
-from lgd_io.errors import BadInput
+from lgd_io.errors import BadInput, one_line
 from lgd_tf.serving import classifier as classifier_lib
 from lgd_tf.serving import fusion, loading
 
@@ -272,13 +272,8 @@ def _load_cached(key, model, overrides, flag):
         if isinstance(error, OSError) and error.errno is not None:
             raise
         raise BadInput(f"Could not load the SavedModel {model}: "
-                       f"{loading.one_line(getattr(error, 'message', None) or error)}"
+                       f"{one_line(error)}"
                        ) from error
-
-
-def clear_model_cache():
-    """Forgets the models kept by `predict_video` (they are reloaded on the next call)."""
-    _load_cached.cache_clear()
 
 
 def format_text(prediction, k):

@@ -9,7 +9,6 @@ class, columns: predicted, class names on both axes), the per-video predictions 
 eval/top5, eval/mean_class_accuracy (and the confusion figure) for TensorBoard.
 """
 
-import collections
 import csv
 import io
 import json
@@ -17,14 +16,13 @@ import os
 import time
 import weakref
 
-import keras
 import numpy as np
 import tensorflow as tf
-from keras.src.saving.serialization_lib import SafeModeScope
 
 from lgd_io import files
 from lgd_tf import data
 from lgd_tf.models import class_probabilities
+from lgd_tf.models.saving import load_model_safely
 from lgd_tf.serving import fusion
 from lgd_tf.training import metrics, run_folder
 from lgd_tf.training.errors import RunFailure, TrainingError, data_error, one_line, warn
@@ -47,20 +45,6 @@ def label_check_names(class_names):
     if class_names is None or list(class_names) == [str(i) for i in range(len(class_names))]:
         return None
     return list(class_names)
-
-
-def check_media_ids(media_ids, pattern):
-    """Refuses media ids that occur more than once (one line naming them); returns how many
-    records have none (""), which evaluation alone accepts but fusion cannot match."""
-    counts = collections.Counter(media_ids)
-    missing = counts.pop("", 0)
-    repeated = fusion.describe_repeated(counts)
-    if repeated:
-        raise TrainingError(
-            f"duplicate media ids in {pattern}: {repeated}; scores are matched by "
-            "clip/media_id, so each video needs its own: rebuild with python -m "
-            "lgd_tf.build_tfrecords (unique media ids) or drop the repeated records")
-    return missing
 
 
 _PREDICT = weakref.WeakKeyDictionary()  # model -> {input spec: traced forward}
@@ -104,8 +88,7 @@ def load_stage_model(model_dir, stage=None):
         path = run.stage_model(name)
         if tf.io.gfile.exists(path):
             try:
-                with SafeModeScope(True):  # even if the process enabled unsafe deserialization
-                    return keras.saving.load_model(path, compile=False), name
+                return load_model_safely(path), name  # safe mode pinned
             except (ValueError, TypeError, KeyError, OSError) as error:  # foreign or corrupt
                 raise TrainingError(f"cannot load {run.what(path)}: {one_line(error)}") from None
     raise TrainingError(f"no trained model in {model_dir}: expected "
@@ -184,7 +167,10 @@ def evaluate_video_level(model_dir, sources, model=None, stage=None, *, batch_si
     if not scores:
         raise TrainingError(f"the eval data set is empty ({sources.eval_pattern})")
     scores, labels = np.concatenate(scores), np.concatenate(labels)
-    missing = check_media_ids(media_ids, sources.eval_pattern)
+    try:  # repeated ids are refused; records without one are only warned about
+        missing = fusion.count_missing_media_ids(media_ids, sources.eval_pattern)
+    except ValueError as error:
+        raise TrainingError(str(error)) from None
     if missing and not fuse_with and sources.eval_pattern not in _WARNED:
         _WARNED.add(sources.eval_pattern)  # once per pattern (evaluations during training)
         warn(f"{missing} of {len(media_ids)} eval records have no clip/media_id: "

@@ -128,7 +128,7 @@ def test_an_edge_export_folder_runs_its_model_file(run_export, tmp_path, videos,
 
 def test_a_missing_onnx_runtime_is_one_line_naming_the_package(run_export, videos, capsys,
                                                                monkeypatch):
-    predict_lib.clear_model_cache()
+    predict_lib._load_cached.cache_clear()  # forget the models earlier tests loaded
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime fails
     code, out, err = _run(predict, capsys, f"--model={run_export / 'model.onnx'}",
                           f"--video={videos['dark']}")
