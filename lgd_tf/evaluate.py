@@ -14,7 +14,9 @@ names), the per-video predictions and scores, written into the run folder, repla
 (or into --output_dir only). While lgd_tf.train holds the run folder, evaluate refuses
 (naming its pid) unless --output_dir is given. Evaluates the last finished stage, or --stage.
 `--fuse_with=OTHER_MODEL_DIR` late-fuses the scores with another evaluated run (two-stream,
-Sec. 5.5).
+Sec. 5.5). `--precise_bn_batches=N` recomputes the BatchNorm statistics of the loaded model
+over N training batches (the run record's train_pattern, or `--precise_bn_data`) first; the
+run folder's model is not changed (train already saves precise statistics by default).
 Exit codes: 0 done, 1 failure at run time (incl. the run folder in use), 2 bad usage or input
 (e.g. no trained model, other classes).
 """
@@ -23,6 +25,7 @@ import sys
 
 from absl import flags
 
+from lgd_tf.cli import precise_bn
 from lgd_tf.cli.command import Command, define_gin_flags
 
 PROGRAM = "lgd_tf.evaluate"
@@ -42,6 +45,7 @@ def define_flags(fv):
                         flag_values=fv)
     flags.DEFINE_float("fusion_weight", 0.5, "weight of the flow stream in the fusion.",
                        flag_values=fv)
+    precise_bn.define_flags(fv)
 
 
 def evaluate(fv):
@@ -50,7 +54,9 @@ def evaluate(fv):
 
     results = training.evaluate(
         fv.model_dir, fv.gin_file, fv.gin_bindings, fv.gin_search_paths, stage=fv.stage,
-        fuse_with=fv.fuse_with, fusion_weight=fv.fusion_weight, output_dir=fv.output_dir)
+        fuse_with=fv.fuse_with, fusion_weight=fv.fusion_weight, output_dir=fv.output_dir,
+        precise_bn_batches=fv.precise_bn_batches, precise_bn_data=fv.precise_bn_data,
+        precise_bn_batch_size=fv.precise_bn_batch_size)
     print(evaluation.format_results(results), flush=True)
 
 

@@ -27,6 +27,10 @@ only (no Select-TF ops); run with ai-edge-litert or onnxruntime, no TensorFlow n
 (docs/export_formats.md); `lgd_tf.predict` runs them too. With --eval_pattern the top-1
 accuracy of the exported model and of the Keras model on that evaluation set is printed.
 
+--precise_bn_batches=N recomputes the model's BatchNorm statistics over N training batches
+(the run record's train_pattern, or --precise_bn_data) before exporting (train already saves
+precise statistics by default, so it is off here).
+
 The SavedModel holds traced graphs and variables only: it runs where lgd_tf is not installed.
 An existing version is never overwritten, and a failed write leaves export_dir as it was.
 One run per export_dir: an export into a folder holding another run's export (other class
@@ -51,6 +55,7 @@ import time
 from absl import flags
 
 from lgd_io.errors import BadInput
+from lgd_tf.cli import precise_bn
 from lgd_tf.cli.command import Command
 from lgd_tf.serving import export as export_lib
 from lgd_tf.serving import litert, module
@@ -99,6 +104,7 @@ def define_flags(fv):
                         "input size).", flag_values=fv)
     flags.DEFINE_integer("eval_max_videos", None, "with --eval_pattern: at most this many "
                          "videos.", flag_values=fv)
+    precise_bn.define_flags(fv)
 
 
 def _check_flags(fv):
@@ -126,11 +132,12 @@ def export(fv):
 
     source = spec.resolve(fv.model_dir, flag="--model_dir", gradients=True)
     sampling = {flag: fv[flag].value for flag in SAMPLING_FLAGS if fv[flag].value is not None}
+    prepare = _precise_bn(fv, source)
     start = time.perf_counter()
     if fv.format != "saved_model":
-        return _export_edge(fv, source, sampling, start)
+        return _export_edge(fv, source, sampling, start, prepare)
     result = export_model(fv.model_dir, fv.export_dir, version=fv.version, top_k=fv.top_k,
-                          source=source, **sampling)
+                          source=source, prepare_model=prepare, **sampling)
     print(f"sampling: {describe_sampling(result.sampling)} ({result.sampling_from})")
     print(f"SavedModel: {result.saved_model_dir} (signatures: "
           f"{', '.join(module.SIGNATURE_KEYS)}); Keras: {result.keras_path}; "
@@ -138,7 +145,29 @@ def export(fv):
           flush=True)
 
 
-def _export_edge(fv, source, sampling, start):
+def _precise_bn(fv, source):
+    """`prepare_model` for --precise_bn_batches (None when off); checked before any work."""
+    import os
+
+    run_dir = fv.model_dir if os.path.isdir(fv.model_dir) else None
+    pattern = precise_bn.training_pattern(fv.precise_bn_batches, fv.precise_bn_data, run_dir,
+                                          fv.precise_bn_batch_size)
+    if pattern is None:
+        return None
+    if source.video_spec is None:
+        raise BadInput(f"--precise_bn_batches: {fv.model_dir} records no input spec (frames, "
+                       "crop) to sample the training clips with; export the run folder")
+
+    def prepare(model, resolved):
+        from lgd_tf.serving import module
+
+        precise_bn.recompute(model, pattern, resolved.video_spec or source.video_spec,
+                             fv.precise_bn_batches, fv.precise_bn_batch_size,
+                             module.num_classes(model))
+    return prepare
+
+
+def _export_edge(fv, source, sampling, start, prepare):
     if fv.eval_pattern is not None:
         from lgd_tf.data import pipelines
 
@@ -146,7 +175,8 @@ def _export_edge(fv, source, sampling, start):
     crop = fv.crop_size
     result = export_model(fv.model_dir, fv.export_dir, format=fv.format,
                           quantize=fv.quantize, input_height=fv.input_height or crop,
-                          input_width=fv.input_width or crop, source=source, **sampling)
+                          input_width=fv.input_width or crop, source=source,
+                          prepare_model=prepare, **sampling)
     name = {"litert": "LiteRT", "onnx": "ONNX"}[fv.format]
     size = "--crop_size" if fv.crop_size else (
         "--input_height / --input_width" if fv.input_height or fv.input_width else

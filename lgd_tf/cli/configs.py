@@ -8,7 +8,10 @@ Registered names (users' gin files use them; they keep working):
     (keras.optimizers.SGD, ...) and schedules (keras.optimizers.schedules.CosineDecay, ...).
 The library functions themselves take explicit arguments; the wiring between them (which data
 function fit_stage reads, ...) is the default binding `DEFAULTS` below, which a user's file or
-binding may override.
+binding may override. `train` recomputes precise BatchNorm statistics over 20 training
+batches at the end of each stage by default (`fit_stage.precise_bn_batches`; 0 switches it
+off): evaluation with the moving statistics lags a model that has just learned
+(docs/results.md, precise BN table).
 """
 
 import logging
@@ -53,6 +56,7 @@ for _name in ("PiecewiseConstantDecay", "CosineDecay", "CosineDecayRestarts",
 
 DEFAULTS = """
 lgd_tf.training.fit_stage.data_fn = @lgd_tf.data.train_dataset
+lgd_tf.training.fit_stage.precise_bn_batches = 20
 lgd_tf.training.evaluate_video_level.data_fn = @lgd_tf.data.eval_dataset
 lgd_tf.training.data_sources.build_demo_fn = @lgd_tf.data.build_demo_dataset
 """

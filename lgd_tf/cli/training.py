@@ -14,7 +14,7 @@ import time
 import tensorflow as tf
 
 from lgd_io import files
-from lgd_tf.cli import configs, signals
+from lgd_tf.cli import configs, precise_bn, signals
 from lgd_tf.training import evaluation, run_folder
 from lgd_tf.training import strategy as strategy_lib
 
@@ -86,7 +86,8 @@ def train_configured(model_dir, strategy, *, evaluate=True, **overrides):
 
 
 def evaluate(model_dir, gin_files=(), gin_bindings=(), gin_search_paths=(), *, stage=None,
-             fuse_with=None, fusion_weight=0.5, output_dir=None):
+             fuse_with=None, fusion_weight=0.5, output_dir=None, precise_bn_batches=0,
+             precise_bn_data=None, precise_bn_batch_size=16):
     """Runs the evaluate command; returns the results dict (also in model_dir, or output_dir).
 
     The run record (`run_folder.RunFolder.read_run`) gives the classes, the eval data and the
@@ -95,10 +96,13 @@ def evaluate(model_dir, gin_files=(), gin_bindings=(), gin_search_paths=(), *, s
     written into the run folder while holding its lock (refused while `train` holds it), or
     into `output_dir` only. The eval scalars and the confusion figure also go to TensorBoard:
     `<stage>/eval` (`<stage>/eval_fused` with `fuse_with`), at the step of the stage's last
-    checkpoint (0 without one).
+    checkpoint (0 without one). `precise_bn_batches` > 0 recomputes the loaded model's
+    BatchNorm statistics first (`precise_bn`; the run folder's files are not changed).
     """
     run = run_folder.RunFolder(model_dir)
     record = run.read_run()
+    train_pattern = precise_bn.training_pattern(precise_bn_batches, precise_bn_data,
+                                                model_dir, precise_bn_batch_size)
     stage = stage or (record.finished_stages[-1] if record.finished_stages else None)
     if stage is None or not tf.io.gfile.exists(run.stage_model(stage)):
         wanted = run_folder.stage_file(stage) if stage else "a finished stage"
@@ -128,6 +132,9 @@ def evaluate(model_dir, gin_files=(), gin_bindings=(), gin_search_paths=(), *, s
         files.folder_lock(output_dir, lock_name=run_folder.LOCK))
     with lock:
         model, stage = evaluation.load_stage_model(model_dir, stage)
+        if train_pattern:
+            precise_bn.recompute(model, train_pattern, record.video_spec, precise_bn_batches,
+                                 precise_bn_batch_size, len(record.class_names))
         sampling = configs.eval_sampling(stage)
         print(f"evaluating {run_folder.stage_file(stage)} of {model_dir} on "
               f"{sources.eval_pattern}: {sampling.get('num_clips')} clips x "

@@ -97,7 +97,8 @@ def describe_sampling(sampling):
 def export_model(model_dir_or_keras_path, export_dir, *, version=1, class_names=None, top_k=5,
                  model_type=None, num_clips=None, num_crops=None, short_side=None,
                  temporal_stride=None, short_video=None, format="saved_model", quantize=None,
-                 input_height=None, input_width=None, video_spec=None, source=None):
+                 input_height=None, input_width=None, video_spec=None, source=None,
+                 prepare_model=None):
     """Exports a trained classifier for TF Serving, LiteRT or ONNX, and as a `.keras` file.
 
     Args:
@@ -121,6 +122,8 @@ def export_model(model_dir_or_keras_path, export_dir, *, version=1, class_names=
             size (else 112 LGD-3D, 224 LGD-2D) unless the model's input has a fixed size.
         video_spec: the run's input spec for an in-memory model (read from the run otherwise).
         source: a resolved `spec.ModelSource` (the command resolves it once).
+        prepare_model: optional `prepare_model(model, source)` called on the loaded model
+            before anything is exported (the command's precise BatchNorm statistics).
 
     Returns:
         An `ExportResult`.
@@ -146,6 +149,8 @@ def export_model(model_dir_or_keras_path, export_dir, *, version=1, class_names=
         model = model_dir_or_keras_path
         names_on_disk = loading.read_class_names(None, module.num_classes(model))
         source = spec.ModelSource("keras", None, "", video_spec=video_spec)
+    if prepare_model is not None:
+        prepare_model(model, source)
     class_names = [str(c) for c in class_names] if class_names is not None else names_on_disk
     if len(class_names) != module.num_classes(model):
         raise BadInput(f"{len(class_names)} class names for a model of "

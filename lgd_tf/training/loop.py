@@ -33,7 +33,7 @@ from absl import logging
 
 from lgd_tf import data
 from lgd_tf.models import class_probabilities
-from lgd_tf.training import run_folder
+from lgd_tf.training import precise_bn, run_folder
 from lgd_tf.training import strategy as strategy_lib
 from lgd_tf.training.errors import (
     Interrupted,
@@ -46,7 +46,7 @@ from lgd_tf.training.errors import (
 
 StageResult = collections.namedtuple(
     "StageResult", ["stage", "steps", "start_step", "seconds", "loss", "top1", "clips_per_second",
-                    "skipped"], defaults=(0,))
+                    "skipped", "precise_bn_batches"], defaults=(0, 0))
 
 
 def _as_optimizer(optimizer):
@@ -233,7 +233,8 @@ def fit_stage(stage, model, strategy, train_pattern, stage_dir, num_classes, *,
               optimizer=None, weight_decay=1e-4,
               checkpoint_every_steps=500, max_checkpoints=3, log_every_steps=20,
               jit_compile=False, data_fn=None, seed=0, checkpoint_input_pipeline=False,
-              eval_every_steps=None, evaluate_fn=None, stop=None, class_names=None):
+              eval_every_steps=None, evaluate_fn=None, stop=None, class_names=None,
+              precise_bn_batches=0):
     """Trains `model` for `train_steps` optimizer steps (resuming from `stage_dir`).
 
     Args:
@@ -265,6 +266,12 @@ def fit_stage(stage, model, strategy, train_pattern, stage_dir, num_classes, *,
         stop: an object with `is_set()`; when set, a checkpoint is saved at the current step
             and `Interrupted` is raised (the object's `reason`, if any, names the signal).
         class_names: passed to `data_fn` (label strings checked) unless None.
+        precise_bn_batches: N > 0: once the stage has reached `train_steps` (also when it
+            was already there), every BatchNorm's moving statistics are recomputed over the
+            first N global batches of a fresh `data_fn` pipeline (same settings and seed),
+            as PySlowFast's precise BN (`precise_bn.recompute_batch_norm_statistics`). The
+            checkpoints keep the moving statistics; the model returned (and saved as the
+            stage's .keras) has the precise ones. 0: off.
 
     Returns:
         StageResult.
@@ -285,6 +292,9 @@ def fit_stage(stage, model, strategy, train_pattern, stage_dir, num_classes, *,
     if eval_every_steps is not None and int(eval_every_steps) < 1:
         raise TrainingError(f"{stage}: fit_stage.eval_every_steps must be >= 1 or None. "
                             f"Received: {eval_every_steps}")
+    if int(precise_bn_batches) < 0:
+        raise TrainingError(f"{stage}: fit_stage.precise_bn_batches must be >= 0. Received: "
+                            f"{precise_bn_batches}")
     replicas = strategy.num_replicas_in_sync
     if batch_size % replicas:
         raise TrainingError(f"{stage}: the global batch {batch_size} does not split over "
@@ -332,7 +342,10 @@ def fit_stage(stage, model, strategy, train_pattern, stage_dir, num_classes, *,
     if chief and latest and step < train_steps:
         print(f"{stage}: resuming from step {step} ({latest})", flush=True)
     if step >= train_steps:
-        return StageResult(stage, step, start_step, 0.0, float("nan"), float("nan"), 0.0)
+        precise = _precise_statistics(stage, model, strategy, dataset_fn, step,
+                                      precise_bn_batches, batch_size, chief)
+        return StageResult(stage, step, start_step, 0.0, float("nan"), float("nan"), 0.0,
+                           precise_bn_batches=precise)
 
     replica_step = _make_replica_step(model, optimizer, batch_size, weight_decay, num_classes)
     jit = strategy_lib.xla_allowed(strategy, jit_compile)
@@ -431,6 +444,8 @@ def fit_stage(stage, model, strategy, train_pattern, stage_dir, num_classes, *,
             print(f"{stage}: eval at step {step}: video-level top-1 "
                   f"{100 * results['top1']:.1f}% ({note})", flush=True)
     seconds = time.perf_counter() - started
+    precise = _precise_statistics(stage, model, strategy, dataset_fn, step, precise_bn_batches,
+                                  batch_size, chief)
     if writer is not None:
         writer.close()
     if not chief:
@@ -442,7 +457,25 @@ def fit_stage(stage, model, strategy, train_pattern, stage_dir, num_classes, *,
     last = progress.last
     return StageResult(stage, step, start_step, seconds, float(np.mean(losses[-10:])),
                        last.get("top1", float("nan")),
-                       (step - start_step) * batch_size / max(seconds, 1e-9), skipped)
+                       (step - start_step) * batch_size / max(seconds, 1e-9), skipped, precise)
+
+
+def _precise_statistics(stage, model, strategy, dataset_fn, step, num_batches, batch_size,
+                        chief):
+    """Precise BN statistics of a trained stage (nothing when off or for a 0-step stage);
+    returns the number of batches used."""
+    if not num_batches or step <= 0:
+        return 0
+    started = time.perf_counter()
+    try:
+        count = precise_bn.recompute_batch_norm_statistics(
+            model, dataset_fn(None), int(num_batches), strategy=strategy)
+    except ValueError as error:
+        raise TrainingError(f"{stage}: precise BatchNorm statistics: {one_line(error)}") from None
+    if chief:
+        print(f"{stage}: precise BatchNorm statistics from {count} training batches of "
+              f"{batch_size} clips ({time.perf_counter() - started:.1f}s)", flush=True)
+    return count
 
 
 def _restore(checkpoint, path, stage, stage_dir):

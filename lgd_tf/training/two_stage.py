@@ -217,6 +217,9 @@ def fit_two_stage(model_dir, strategy, sources, *, model_fn=None, stages=STAGES,
                 if results[stage].steps > results[stage].start_step or not tf.io.gfile.exists(
                         final):
                     run_folder.save_model(model, final, what=run.what(final))
+                elif results[stage].precise_bn_batches:
+                    # A finished stage rerun: the saved model's statistics are the stage's.
+                    load_lgd_weights(model, final)
                 run.finish_stage(stage)
                 if after_stage is not None:
                     after_stage(stage)
