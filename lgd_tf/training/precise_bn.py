@@ -116,7 +116,12 @@ def recompute_batch_norm_statistics(model, dataset, num_batches=200, *, strategy
     try:
         batches = dataset.take(int(num_batches))
         if strategy.num_replicas_in_sync > 1:
-            batches = strategy.experimental_distribute_dataset(batches)
+            # Global batches: each worker takes its share of every batch (its replicas'
+            # parts), whatever the source (a file-based auto-shard may not apply).
+            options = tf.data.Options()
+            options.experimental_distribute.auto_shard_policy = (
+                tf.data.experimental.AutoShardPolicy.DATA)
+            batches = strategy.experimental_distribute_dataset(batches.with_options(options))
         for batch in batches:
             forward(batch[0] if isinstance(batch, (tuple, list)) else batch)
             count += 1
