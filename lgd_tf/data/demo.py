@@ -17,9 +17,9 @@ import os
 
 import numpy as np
 
+from lgd_io import class_names as class_names_file
 from lgd_io import files
 from lgd_tf.data import builder
-from lgd_tf.training import run_folder
 
 DIGITS = (0, 1, 7)
 MOTIONS = {"left": (0, -1), "right": (0, 1), "up": (-1, 0), "down": (1, 0)}
@@ -131,7 +131,7 @@ def build_demo_dataset(cache_dir, *, train_per_class=48, eval_per_class=16, num_
                                             prefix=split, num_shards=num_shards)
         if summary.skipped:
             raise RuntimeError(f"Demo build failed: {summary}")
-    files.write_text(run_folder.class_names_path(cache_dir), "\n".join(CLASS_NAMES) + "\n")
+    class_names_file.write(cache_dir, list(CLASS_NAMES))
     files.write_json(marker, {"config": config, "class_names": CLASS_NAMES})
     return data
 

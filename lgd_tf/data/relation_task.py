@@ -33,9 +33,9 @@ import os
 
 import numpy as np
 
+from lgd_io import class_names as class_names_file
 from lgd_io import files
 from lgd_tf.data import builder, demo
-from lgd_tf.training import run_folder
 
 NUM_FRAMES = 4
 FRAME_SIZE = 96
@@ -203,6 +203,6 @@ def build_relation_dataset(cache_dir, *, train_size=1024, eval_size=256, num_sha
                                             num_shards=num_shards)
         if summary.skipped:
             raise RuntimeError(f"Relation task build failed: {summary}")
-    files.write_text(run_folder.class_names_path(cache_dir), "\n".join(names) + "\n")
+    class_names_file.write(cache_dir, names)
     files.write_json(marker, {"config": config, "class_names": names})
     return data
