@@ -87,7 +87,7 @@ ARCHS = {"baseline": {"use_lgd": False}, "v1": {"variant": "v1"}, "v2": {"varian
 BLOCK_OPTIONS = {"lgd_authors": {"projection_bias": True, "pool_block_input": True}}
 # Paper, Kinetics-600 top-1, ResNet-50 from scratch (Table 2 (b)) and Table 3 (R50 + ImageNet).
 PAPER = {"baseline": 71.2, "v1": 72.7, "v2": 73.6, "lgd": 74.2, "lgd_stage2": 76.3}
-# (name, a, b, one_sided): "a > b" holds when the 95% interval of a - b is above 0.
+# (name, a, b): "a > b" holds when the 95% interval of a - b is above 0.
 ORDERINGS = (
     ("Table 2: v1 > baseline", "v1", "baseline"),
     ("Table 2: v2 > baseline", "v2", "baseline"),

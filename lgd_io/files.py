@@ -288,6 +288,20 @@ class Outputs:
         self._staged.append((tmp, os.fspath(final), what))
         return tmp
 
+    def write(self, final, write_fn, what=None):
+        """Stages `final`: `write_fn(tmp)` writes its whole content at a temporary path.
+        Returns `final`.
+
+        Raises:
+            RunFailure: the write failed ("cannot write WHAT: why", WHAT default the path).
+        """
+        tmp = self.path(final, what)
+        try:
+            write_fn(tmp)
+        except _write_errors() as error:
+            raise RunFailure(f"cannot write {what or final}: {failure_reason(error)}") from None
+        return final
+
     def __enter__(self):
         return self
 

@@ -4,7 +4,6 @@ that name the flag and the file the user gave, never a temporary name."""
 import contextlib
 
 from lgd_io import files
-from lgd_io.errors import RunFailure
 
 
 def check_outputs(paths, flag):
@@ -19,15 +18,4 @@ def staged(flag):
     temporary path. On leaving the block every staged file replaces its target; a failure
     anywhere replaces none (RunFailure "cannot write --flag FINAL: why")."""
     with files.Outputs() as outputs:
-
-        def write(final, write_fn):
-            what = f"{flag} {final}"
-            tmp = outputs.path(final, what)
-            try:
-                write_fn(tmp)
-            except OSError as error:
-                raise RunFailure(f"cannot write {what}: {files.failure_reason(error)}"
-                                 ) from None
-            return final
-
-        yield write
+        yield lambda final, write_fn: outputs.write(final, write_fn, f"{flag} {final}")

@@ -25,7 +25,7 @@ from lgd_tf.models import class_probabilities
 from lgd_tf.models.saving import load_model_safely
 from lgd_tf.serving import fusion
 from lgd_tf.training import metrics, run_folder
-from lgd_tf.training.errors import RunFailure, TrainingError, data_error, one_line, warn
+from lgd_tf.training.errors import TrainingError, data_error, one_line, warn
 
 
 def average_view_scores(view_scores):
@@ -241,13 +241,13 @@ def _write_outputs(folder, flag, contents):
     with files.Outputs() as outputs:
         for name, content in contents.items():
             final = os.path.join(folder, name)
-            path = outputs.path(final, what=f"{final} ({flag})" if flag else None)
-            try:
+            data = content.encode() if isinstance(content, str) else content
+
+            def write(path, data=data):
                 with tf.io.gfile.GFile(path, "wb") as f:
-                    f.write(content.encode() if isinstance(content, str) else content)
-            except (OSError, tf.errors.OpError) as error:
-                raise RunFailure(f"cannot write {final}{f' ({flag})' if flag else ''}: "
-                                 f"{files.failure_reason(error)}") from None
+                    f.write(data)
+
+            outputs.write(final, write, what=f"{final} ({flag})" if flag else None)
 
 
 def _predictions_csv(media_ids, labels, predictions, scores):
