@@ -360,12 +360,12 @@ _FORK_AND_DIE = """
 import os, signal, sys, time
 from lgd_io import files
 with files.folder_lock(sys.argv[1]):
-    child = os.fork()
-    if child == 0:
+    if os.fork() == 0:
+        # Printed once os.fork has returned here: the at-fork hooks have run in this child.
+        print(os.getpid(), flush=True)
         time.sleep(60)  # a worker that outlives its killed parent for a while
         os._exit(0)
-    print(child, flush=True)
-    os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(60)  # killed by the test once the child is running
 """
 
 
@@ -374,6 +374,7 @@ def test_a_forked_worker_does_not_keep_a_killed_builders_lock(tmp_path, subproce
     process = subprocess.Popen([sys.executable, "-c", _FORK_AND_DIE, str(tmp_path)],
                                env=subprocess_env, stdout=subprocess.PIPE, text=True)
     child = int(process.stdout.readline())
+    process.kill()  # SIGKILL: the builder dies holding its lock
     process.wait(timeout=30)
     process.stdout.close()
     try:
