@@ -1,6 +1,6 @@
 """Table 2 and Table 3 of the paper in miniature, on a generated relation task, over paired seeds.
 
-The task (`lgd_tf.data.relation_task`): two small objects in opposite corners of a 96x96 clip
+The task (`benchmarks/relation_task.py`): two small objects in opposite corners of a 96x96 clip
 of 4 frames, each moving left or right; the label is "same" or "opposite" direction (an XOR).
 No unit of the small backbone's final map sees both corners (receptive field measured here by
 gradients), so global average pooling + a linear classifier over local features (the
@@ -65,11 +65,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+import relation_task  # noqa: E402  (benchmarks/relation_task.py, beside this script)
 import tensorflow as tf  # noqa: E402
 from scipy import stats as scipy_stats  # noqa: E402
 
 from lgd_tf import models  # noqa: E402
-from lgd_tf.data import relation_task  # noqa: E402
 from lgd_tf.layers import LGDBlock  # noqa: E402
 from lgd_tf.models import backbone as backbone_module  # noqa: E402
 from lgd_tf.models import classifier as classifier_module  # noqa: E402

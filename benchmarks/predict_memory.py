@@ -5,7 +5,7 @@
 
 A tiny LGD-3D (random weights; memory does not depend on them) is exported
 (`lgd_tf.serving.export.export_model`) with the default Sec. 5.2 sampling (15 clips, shorter side
-120), then `lgd_tf.serving.predict.predict_video` scores videos written here with PyAV, cycling
+120), then `lgd_tf.inference.predict.predict_video` scores videos written here with PyAV, cycling
 over 10 files of different lengths and sizes (so any per-shape retracing or cache would show up
 as growth):
   --mode=loaded  one `load_classifier(export_dir)` reused for every video (a serving loop);
@@ -92,8 +92,8 @@ def write_long_video(path, num_frames, height, width, fps=25):
 
 def score_one(args):
     """Child process of --mode=length: scores one video, prints its figures as JSON."""
-    from lgd_tf.serving import classifier as classifier_lib
-    from lgd_tf.serving import predict
+    from lgd_tf.inference import classifier as classifier_lib
+    from lgd_tf.inference import predict
 
     clf = classifier_lib.load_classifier(args.export)
     loaded = rss_mb("VmHWM")
@@ -163,8 +163,8 @@ def main():
     if args.mode == "length":
         return length_mode(args)
 
-    from lgd_tf.serving import classifier as classifier_lib
-    from lgd_tf.serving import predict
+    from lgd_tf.inference import classifier as classifier_lib
+    from lgd_tf.inference import predict
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = pathlib.Path(tmp)

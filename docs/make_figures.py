@@ -3,7 +3,7 @@ r"""Figures of the README made from the demo videos.
     python docs/make_figures.py gradcam [--model=runs/demo] [--output=PATH.png] \
         [--layer=res2] [--method=gradcam++]
 
-gradcam: a class-activation frame grid (lgd_tf.serving.explain) of one held-out demo video: six
+gradcam: a class-activation frame grid (lgd_tf.analysis.explain) of one held-out demo video: six
 frames of a moving digit (top) and the Grad-CAM++ of the map after res2 for the video's class
 (bottom; --layer and --method choose another map or Grad-CAM). With --model (a model_dir or
 .keras file trained on the demo set, e.g. by `python -m lgd_tf.train --gin_file=gin/demo.gin`)
@@ -25,6 +25,7 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 HERE = pathlib.Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # the repository: the tests' Grad-CAM measure
 GRADCAM_PNG = HERE / "images" / "gradcam_example.png"
 NUM_FRAMES = 8
 
@@ -71,16 +72,16 @@ def train_demo_model(steps=400, base_filters=8, batch_size=16, learning_rate=3e-
 def localisation(model, class_names, videos, layer="local", method="gradcam"):
     """(fraction of frames whose heatmap peak is inside the digit's box, explanations, hits,
     fraction inside the union of the digit's boxes over the frames of the map's time step)."""
-    from lgd_tf.data import demo
-    from lgd_tf.serving import explain
+    from lgd_tf.analysis import explain
+    from tests.export.digit_box import peak_in_digit_box
 
     hits, step_hits, results = [], [], []
     for frames, label, mask, motion, start in videos:
         result = explain.explain_frames(model, frames, class_names,
                                         class_name=class_names[label], layer=layer,
                                         method=method)
-        hits.append(demo.peak_in_digit_box(result.peaks(), mask, motion, start))
-        step_hits.append(demo.peak_in_digit_box(result.peaks(), mask, motion, start,
+        hits.append(peak_in_digit_box(result.peaks(), mask, motion, start))
+        step_hits.append(peak_in_digit_box(result.peaks(), mask, motion, start,
                                                 frames_per_step=result.frames_per_step))
         results.append(result)
     return float(np.mean(hits)), results, hits, float(np.mean(step_hits))
@@ -90,8 +91,9 @@ def gradcam_example(output=GRADCAM_PNG, model=None, steps=400, seed=0, layer="re
                     method="gradcam++"):
     """Prints the localisation table, writes the grid PNG of one held-out demo video (map
     `layer`, `method`); returns (path, {(layer, method): (frame's box, step's boxes)})."""
+    from lgd_tf.analysis import explain, grad_cam, rendering
     from lgd_tf.data import demo
-    from lgd_tf.serving import explain, loading
+    from lgd_tf.serving import loading
 
     if model is None:
         keras_model, class_names = train_demo_model(steps=steps, seed=seed), demo.CLASS_NAMES
@@ -101,16 +103,16 @@ def gradcam_example(output=GRADCAM_PNG, model=None, steps=400, seed=0, layer="re
     table, shown = {}, None
     print(f"Peak inside the digit's box (the frame's own / the union over the frames of the "
           f"map's time step), {len(videos)} held-out videos:")
-    for name in explain.METHODS:
+    for name in grad_cam.METHODS:
         cells = []
         for map_name in ("local", "res4", "res3", "res2"):
             fraction, results, hits, step = localisation(keras_model, class_names, videos,
                                                          layer=map_name, method=name)
             table[map_name, name] = (fraction, step)
-            cells.append(f"{explain.layer_text(map_name)} {fraction:.1%} / {step:.1%}")
+            cells.append(f"{rendering.layer_text(map_name)} {fraction:.1%} / {step:.1%}")
             if (map_name, name) == (layer, method):
                 shown = results, hits
-        print(f"  {explain.METHOD_NAMES[name]:<10}  " + ", ".join(cells), flush=True)
+        print(f"  {grad_cam.METHOD_NAMES[name]:<10}  " + ", ".join(cells), flush=True)
     if shown is None:  # a map outside the table (res5)
         _, results, hits, _ = localisation(keras_model, class_names, videos, layer=layer,
                                            method=method)
@@ -124,9 +126,9 @@ def gradcam_example(output=GRADCAM_PNG, model=None, steps=400, seed=0, layer="re
         results[i].class_index != int(np.argmax(results[i].probabilities)),
         int(np.argmax(results[i].probabilities)) != videos[i][1], -hits[i].mean()))
     best = results[order[0]]
-    path = explain.write_grid(
+    path = rendering.write_grid(
         output, best, num_frames=6,
-        title=f"{explain.METHOD_NAMES[method]} on {explain.layer_text(layer)} (local head, "
+        title=f"{grad_cam.METHOD_NAMES[method]} on {rendering.layer_text(layer)} (local head, "
               f"Eq. 6): {best.class_name}, p={best.score:.2f}")
     return path, table
 

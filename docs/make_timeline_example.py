@@ -4,7 +4,7 @@
 
 A tiny LGD-3D (4-frame clips) is trained for a few seconds on CPU to tell three kinds of
 clips apart: "dark" and "bright" grey noise and "red" noise. A 12 s video at 8 fps is made of
-segments of the three (dark, bright, red, dark, bright), and `lgd_tf.serving.timeline` scores
+segments of the three (dark, bright, red, dark, bright), and `lgd_tf.inference.timeline` scores
 a 4-frame window every 2 frames; the figure shows each class's score over time, each window's
 top class as a strip, and the video-level top-3 (15-clip evaluation sampling) in the title.
 """
@@ -69,7 +69,7 @@ def main():
     args = parser.parse_args()
 
     from lgd_tf.data import video as video_lib
-    from lgd_tf.serving import classifier, timeline
+    from lgd_tf.inference import classifier, timeline
 
     rng = np.random.default_rng(0)
     model = train_model(rng)

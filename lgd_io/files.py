@@ -324,3 +324,21 @@ class Outputs:
         for tmp, _, _ in self._staged:
             remove_quietly(tmp)
         self._staged = []
+
+
+def check_outputs(paths, flag):
+    """`check_output` of each path, before the work (BadInput naming `flag`)."""
+    for path in paths:
+        check_output(path, flag)
+
+
+@contextlib.contextmanager
+def staged(flag):
+    """A command's output files, written whole and together, with errors that name the flag
+    and the file the user gave, never a temporary name.
+
+    Yields `write(final, write_fn)`: `write_fn(tmp)` writes `final`'s content at a temporary
+    path. On leaving the block every staged file replaces its target; a failure anywhere
+    replaces none (RunFailure "cannot write --flag FINAL: why")."""
+    with Outputs() as outputs:
+        yield lambda final, write_fn: outputs.write(final, write_fn, f"{flag} {final}")

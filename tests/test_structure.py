@@ -1,10 +1,23 @@
-"""The package's structure: no import cycle, gin only at the edge (lgd_tf/cli)."""
+"""The package's structure: its floors, no import cycle, gin only at the edge (lgd_tf/cli)."""
 
 import ast
 import pathlib
 
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "lgd_tf"
-LIBRARY = ("layers", "models", "data", "training", "serving")
+LIBRARY = ("layers", "models", "data", "runs", "training", "serving", "inference", "analysis")
+COMMANDS = ("lgd_tf.train", "lgd_tf.evaluate", "lgd_tf.export", "lgd_tf.predict",
+            "lgd_tf.explain", "lgd_tf.build_tfrecords")
+# From the top: a module imports only modules of its own floor or of the floors below it
+# (docs/architecture.md). The package itself (lgd_tf/__init__.py, which registers the Keras
+# classes of layers and models) stands outside the floors.
+FLOORS = (
+    ("commands", COMMANDS),
+    ("cli", ("lgd_tf.cli",)),
+    ("inference / analysis / export", ("lgd_tf.inference", "lgd_tf.analysis", "lgd_tf.serving")),
+    ("training", ("lgd_tf.training",)),
+    ("run folder / models / data", ("lgd_tf.runs", "lgd_tf.models", "lgd_tf.data")),
+    ("layers", ("lgd_tf.layers",)),
+)
 
 
 def _modules():
@@ -77,9 +90,49 @@ def test_no_import_cycle_in_lgd_tf():
     assert _cycle(graph) is None, " -> ".join(_cycle(graph))
 
 
+def _floor(module):
+    """The floor's index (0: the top) of a module, None for the package itself."""
+    for index, (_, prefixes) in enumerate(FLOORS):
+        if any(module == p or module.startswith(p + ".") for p in prefixes):
+            return index
+    return None
+
+
+def _upward_imports(graph):
+    """"a (floor) imports b (higher floor)" for every import of a module on a higher floor."""
+    found = []
+    for name, targets in sorted(graph.items()):
+        for target in sorted(targets):
+            if None not in (_floor(name), _floor(target)) and _floor(target) < _floor(name):
+                found.append(f"{name} ({FLOORS[_floor(name)][0]}) imports {target} "
+                             f"({FLOORS[_floor(target)][0]})")
+    return found
+
+
+def test_every_module_stands_on_a_floor():
+    assert [name for name in _modules() if _floor(name) is None] == ["lgd_tf"]
+
+
+def test_imports_only_go_down_the_floors():
+    """Imports inside functions count (`_imports` walks the whole tree)."""
+    graph = _graph()
+    assert _upward_imports(graph) == []
+    # Training imports neither inference nor analysis (nor export).
+    training = {t for n, ts in graph.items() if n.startswith("lgd_tf.training") for t in ts}
+    assert not {t for t in training if t.split(".")[1] in ("inference", "analysis", "serving")}
+    # The check sees a planted import up the floors, and allows one on the same floor.
+    planted = {"lgd_tf.training.loop": {"lgd_tf.inference.predict", "lgd_tf.training.metrics"},
+               "lgd_tf.layers.heads": {"lgd_tf.layers.lgd_block"}}
+    assert _upward_imports(planted) == [
+        "lgd_tf.training.loop (training) imports lgd_tf.inference.predict "
+        "(inference / analysis / export)"]
+    # A function-level import is an import.
+    assert "lgd_tf.serving.spec" in _imports(
+        PACKAGE / "analysis" / "explain.py", _modules())
+
+
 def test_library_imports_neither_gin_nor_the_edge_nor_a_command():
-    commands = {"lgd_tf.train", "lgd_tf.evaluate", "lgd_tf.export", "lgd_tf.predict",
-                "lgd_tf.build_tfrecords"}
+    commands = set(COMMANDS)
     graph = _graph()
     offenders = []
     for name, path in _modules().items():
@@ -125,14 +178,14 @@ def test_no_module_outside_the_edge_imports_gin():
     assert _gin_imports(planted) == [2, 3]
 
 
-# The run folder's file names: written as literals in lgd_tf.training.run_folder only, but for
+# The run folder's file names: written as literals in lgd_tf.runs.run_folder only, but for
 # the class names file, which data folders and exports hold too: its name and its one reader
 # live in the TF-free lgd_io.class_names (the data build's driver writes it). Every other module
 # takes them from there (run_folder.RUN_RECORD, stage_file(), class_names.path_in(), ...).
 RUN_FILES = ("run.json", "class_names.txt", "operative_config.gin", "eval_results.json",
              "confusion_matrix.csv", "confusion_matrix.png", "eval_predictions.csv",
              "eval_scores.npz", "stage1.keras", "stage2.keras")
-RUN_FILES_OWNER = "lgd_tf.training.run_folder"
+RUN_FILES_OWNER = "lgd_tf.runs.run_folder"
 CLASS_NAMES_OWNER = "lgd_io.class_names"
 LEAN = PACKAGE.parent / "lgd_io"
 

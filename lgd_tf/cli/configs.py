@@ -23,7 +23,8 @@ import keras
 
 import gin
 from lgd_tf import data, models
-from lgd_tf.training import evaluation, loop, run_folder, schedules, two_stage
+from lgd_tf.runs import run_folder
+from lgd_tf.training import evaluation, loop, schedules, two_stage
 from lgd_tf.training.errors import TrainingError
 
 lgd3d = gin.external_configurable(models.lgd3d, module="lgd_tf.models")

@@ -56,7 +56,7 @@ def training_pattern(num_batches, data_pattern, run_dir, batch_size=16):
         return None
     pattern = data_pattern
     if not pattern and run_dir is not None:
-        from lgd_tf.training import run_folder
+        from lgd_tf.runs import run_folder
 
         run = run_folder.RunFolder(run_dir)
         if os.path.isfile(run.file(run_folder.RUN_RECORD)):

@@ -15,7 +15,8 @@ import tensorflow as tf
 
 from lgd_io import files
 from lgd_tf.cli import configs, precise_bn, signals
-from lgd_tf.training import evaluation, run_folder
+from lgd_tf.runs import run_folder
+from lgd_tf.training import evaluation
 from lgd_tf.training import strategy as strategy_lib
 
 

@@ -143,27 +143,3 @@ def labelled_videos(split, per_class, seed):
     videos = _rendered(split, per_class, np.random.default_rng(seed))
     return [(frames, label, np.kron(image / 16.0, np.ones((SCALE, SCALE))) > 0.25, motion,
              start) for frames, label, image, motion, start, _ in videos]
-
-
-def peak_in_digit_box(peaks, mask, motion, start, frames_per_step=1):
-    """Per frame: is the heatmap's peak (row, col) inside the digit's bounding box? The sprite
-    wraps around the frame edges, so positions are compared modulo the frame size.
-
-    frames_per_step: with k > 1 the box of frame t is the union of the digit's boxes over the
-    k frames of its step (frames k * (t // k) .. k * (t // k) + k - 1): the frames one time
-    step of the explained map stands for (`Explanation.frames_per_step`; the views of a demo
-    video start at multiples of k). The map has one slice for those frames, so where the digit
-    is within them it cannot say; 1 (the default) is the frame's own box.
-    """
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    dy, dx = MOTIONS[motion]
-    k = max(1, int(frames_per_step))
-    hits = []
-    for t, (row, col) in enumerate(peaks):
-        first = k * (t // k)
-        steps = range(first, min(first + k, len(peaks)))
-        hits.append(any(
-            rows[0] <= (row - start[0] - dy * SPEED * u) % FRAME_SIZE <= rows[-1]
-            and cols[0] <= (col - start[1] - dx * SPEED * u) % FRAME_SIZE <= cols[-1]
-            for u in steps))
-    return np.array(hits)

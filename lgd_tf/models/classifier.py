@@ -30,7 +30,7 @@ class LGDClassifier(keras.Model):
             paper does not say. On by default; see `lgd_tf.models.lgd3d`.
         video_spec: what the model's input is and how a video is sampled for it (a dict:
             model_type, num_frames, crop_size, modality and the evaluation sampling "eval";
-            `lgd_tf.training.run_folder` writes it), kept in the model's config so a `.keras`
+            `lgd_tf.runs.run_folder` writes it), kept in the model's config so a `.keras`
             file carries it; None for models made outside a training run.
     """
 

@@ -33,6 +33,7 @@ import tensorflow as tf
 
 from lgd_io import files
 from lgd_io.errors import BadInput, RunFailure
+from lgd_tf.runs.run_folder import LOCK  # held by the export writing into the folder
 from lgd_tf.serving import loading, module, spec
 from lgd_tf.serving.spec import (  # noqa: F401  (the export folder's files, defined there)
     EDGE_FILES,
@@ -40,7 +41,6 @@ from lgd_tf.serving.spec import (  # noqa: F401  (the export folder's files, def
     KERAS_FILE,
     read_export_record,
 )
-from lgd_tf.training.run_folder import LOCK  # held by the export writing into the folder
 
 FORMATS = ("saved_model", "litert", "onnx")
 # When neither the caller nor a training run gives them (module.default_sampling takes the
@@ -203,7 +203,7 @@ def _check_arguments(format, quantize, version):
 
 
 def _export_record(model, class_names, source, sampling):
-    from lgd_tf.training import run_folder
+    from lgd_tf.runs import run_folder
 
     return {"class_names": list(class_names),
             "architecture": json.loads(json.dumps(run_folder.model_architecture(model))),
@@ -248,7 +248,7 @@ def _check_same_run(export_dir, record):
 
 def _legacy_record(export_dir):
     """{"class_names", "architecture"} of an export folder without export.json, or None."""
-    from lgd_tf.training import run_folder
+    from lgd_tf.runs import run_folder
 
     names = run_folder.RunFolder(export_dir).read_class_names()
     keras_path = export_dir / KERAS_FILE
@@ -305,7 +305,7 @@ def _write(export_dir, model, record, *, version_dir=None, serving=None, files_t
     With `serving` None no SavedModel is written; `files_to_write` ({path: bytes}, e.g.
     model.tflite) are staged with model.keras, class_names.txt and export.json, and all are
     renamed together once every one is complete."""
-    from lgd_tf.training import run_folder
+    from lgd_tf.runs import run_folder
 
     staging_dir = (export_dir / f".{version_dir.name}.partial") if serving is not None else None
     keras_path = export_dir / KERAS_FILE

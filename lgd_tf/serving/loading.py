@@ -10,7 +10,7 @@ import pathlib
 
 from lgd_io.errors import BadInput, one_line
 from lgd_tf.models.saving import load_model_safely
-from lgd_tf.training import run_folder
+from lgd_tf.runs import run_folder
 
 CLASS_NAMES_FILE = run_folder.CLASS_NAMES
 STAGE_FILES = run_folder.STAGE_FILES

@@ -17,7 +17,7 @@ Signatures (all outputs float32 unless said otherwise):
 - `features(clips)`: uint8 `(B, T, H, W, C)` -> `global_features` g_L `(B, C_L)`,
   `local_features` P(x_L) `(B, C_L)`, the global average of the final local map (Sec. 3.1),
   and `embedding` g_L / ||g_L||_2 `(B, C_L)`, the L2-normalised global feature for retrieval
-  (cosine similarity = dot product; `lgd_tf.serving.embeddings.video_embedding` averages it
+  (cosine similarity = dot product; `lgd_tf.inference.embeddings.video_embedding` averages it
   over a video's evaluation views, docs/embeddings.md).
 """
 

@@ -3,7 +3,7 @@
 Every command that takes a model (export, predict, explain) resolves it here, so they all
 score a video the same way:
 
-- a run folder: its record (`lgd_tf.training.run_folder`, the run's `video_spec`) and its
+- a run folder: its record (`lgd_tf.runs.run_folder`, the run's `video_spec`) and its
   final model (stage 2, else stage 1);
 - a `.keras` file: the `video_spec` in the classifier's config (`lgd_tf.models.video_spec`),
   or, inside an export folder, the sampling that export recorded;
@@ -42,7 +42,7 @@ class ModelSource:
         kind: "keras", "saved_model", "litert" or "onnx".
         file: the `.keras` / `.tflite` / `.onnx` file, or the SavedModel's version folder.
         given: the path the user gave.
-        video_spec: the run's input spec (dict, see `lgd_tf.training.run_folder`), or None.
+        video_spec: the run's input spec (dict, see `lgd_tf.runs.run_folder`), or None.
         sampling: a recorded `module.Sampling` (a SavedModel's, an export's), or None.
         origin: where the spec / sampling came from ("from runs/x/run.json").
         class_names: the class names recorded with the model, or None.
@@ -60,7 +60,7 @@ class ModelSource:
 
 
 def _run_folder():
-    from lgd_tf.training import run_folder
+    from lgd_tf.runs import run_folder
 
     return run_folder
 

@@ -23,8 +23,8 @@ from lgd_io import files
 from lgd_tf import data
 from lgd_tf.models import class_probabilities
 from lgd_tf.models.saving import load_model_safely
-from lgd_tf.serving import fusion
-from lgd_tf.training import metrics, run_folder
+from lgd_tf.runs import fusion, run_folder
+from lgd_tf.training import metrics
 from lgd_tf.training.errors import TrainingError, data_error, one_line, warn
 
 
@@ -116,7 +116,7 @@ def evaluate_video_level(model_dir, sources, model=None, stage=None, *, batch_si
         write_files: write the results, the confusion matrix files, the per-video
             predictions and the per-video scores that another run's `fuse_with` reads.
         fuse_with: another evaluated model_dir (e.g. the flow stream): its per-video scores
-            are late-fused with this model's (Sec. 5.5, `lgd_tf.serving.fusion`).
+            are late-fused with this model's (Sec. 5.5, `lgd_tf.runs.fusion`).
         fusion_weight: weight of the flow stream in the fusion.
         summary_dir, step: also write the eval scalars (and, with `write_files`, the
             confusion figure) at `step` to TensorBoard event files in `summary_dir`.
@@ -226,7 +226,7 @@ def evaluate_video_level(model_dir, sources, model=None, stage=None, *, batch_si
 
 def _video_scores_npz(media_ids, scores, class_names, modality):
     """eval_scores.npz: every video's scores (N, K) with its media id, the class names and
-    the modality (read back by `lgd_tf.serving.fusion.read_video_scores`)."""
+    the modality (read back by `lgd_tf.runs.fusion.read_video_scores`)."""
     out = io.BytesIO()
     np.savez(out, media_ids=np.array([str(m) for m in media_ids], dtype=str),
              scores=np.asarray(scores, np.float32),

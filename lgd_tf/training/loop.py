@@ -33,7 +33,8 @@ from absl import logging
 
 from lgd_tf import data
 from lgd_tf.models import class_probabilities
-from lgd_tf.training import precise_bn, run_folder
+from lgd_tf.runs import run_folder
+from lgd_tf.training import precise_bn
 from lgd_tf.training import strategy as strategy_lib
 from lgd_tf.training.errors import (
     Interrupted,

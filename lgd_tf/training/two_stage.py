@@ -20,7 +20,8 @@ import tensorflow as tf
 from lgd_tf import data
 from lgd_tf.data import pipelines
 from lgd_tf.models import LGDClassifier, load_lgd_weights
-from lgd_tf.training import evaluation, loop, precision, run_folder
+from lgd_tf.runs import run_folder
+from lgd_tf.training import evaluation, loop, precision
 from lgd_tf.training import strategy as strategy_lib
 from lgd_tf.training.errors import TrainingError, one_line, warn
 

@@ -122,7 +122,7 @@ def record_run(model, folder, class_names=CLASS_NAMES, eval_sampling=None, crop_
     """A run folder for `model` as train leaves it: run.json (class names, architecture,
     video spec, data, finished stage2), class_names.txt, operative_config.gin, and
     stage2.keras carrying the video spec."""
-    from lgd_tf.training import run_folder
+    from lgd_tf.runs import run_folder
 
     run = run_folder.RunFolder(folder)
     architecture = run_folder.model_architecture(model)

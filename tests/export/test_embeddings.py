@@ -1,11 +1,11 @@
-"""Video embeddings for retrieval (lgd_tf.serving.embeddings, the features signature's
+"""Video embeddings for retrieval (lgd_tf.inference.embeddings, the features signature's
 `embedding` output): unit vectors, same class nearer than the other class."""
 
 import numpy as np
 import pytest
 
-from lgd_tf.serving import embeddings
-from lgd_tf.serving import predict as predict_lib
+from lgd_tf.inference import embeddings
+from lgd_tf.inference import predict as predict_lib
 from tests.export.conftest import NUM_CLIPS, bright_or_dark_clips, write_video
 
 PER_CLASS = 6

@@ -1,4 +1,4 @@
-"""Grad-CAM (lgd_tf.serving.explain, python -m lgd_tf.explain): where a tiny LGD-3D trained on
+"""Grad-CAM (lgd_tf.analysis.explain, python -m lgd_tf.explain): where a tiny LGD-3D trained on
 the demo videos looks, the overlay video and PNG grid, and the one-line errors."""
 
 import os
@@ -12,9 +12,10 @@ from PIL import Image
 
 import lgd_tf
 from lgd_tf import explain as explain_command
+from lgd_tf.analysis import explain, grad_cam, rendering
 from lgd_tf.data import demo
-from lgd_tf.serving import explain
 from tests.export.conftest import recalibrate_batch_norm, write_video
+from tests.export.digit_box import peak_in_digit_box
 
 NUM_FRAMES = 8  # the model's clip length; the demo videos have 16 frames of 64 x 64
 TRAIN_STEPS = 150
@@ -111,8 +112,8 @@ def test_grad_cam_peak_falls_on_the_moving_digit(demo_model, record_property):
             assert result.heatmaps.shape == frames.shape[:3]
             assert result.frames_per_step == (2 if layer == "res2" else 4)
             peaks = result.peaks()
-            hits[case, "frame"].append(demo.peak_in_digit_box(peaks, mask, motion, start))
-            hits[case, "step"].append(demo.peak_in_digit_box(
+            hits[case, "frame"].append(peak_in_digit_box(peaks, mask, motion, start))
+            hits[case, "step"].append(peak_in_digit_box(
                 peaks, mask, motion, start, frames_per_step=result.frames_per_step))
         rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
         chance.append((rows[-1] - rows[0] + 1) * (cols[-1] - cols[0] + 1) / frames[0, ..., 0].size)
@@ -148,25 +149,25 @@ def numpy_cam(maps, grads, method):
     return np.maximum(cam, 0)
 
 
-@pytest.mark.parametrize("method", explain.METHODS)
+@pytest.mark.parametrize("method", grad_cam.METHODS)
 def test_cam_from_gradients_matches_numpy(method):
     rng = np.random.default_rng(7)
     maps = np.maximum(rng.normal(size=(2, 2, 3, 4, 5)), 0).astype(np.float32)
     grads = rng.normal(size=maps.shape).astype(np.float32)
     grads[0, ..., 1] = 0.0  # a channel without gradient: Grad-CAM++'s 0 / 0 is 0
-    cam = explain.cam_from_gradients(maps, grads, method).numpy()
+    cam = grad_cam.cam_from_gradients(maps, grads, method).numpy()
     expected = numpy_cam(maps, grads, method)
     assert cam.shape == (2, 2, 3, 4) and expected.max() > 0
     if method == "gradcam":  # negative mean gradients: the ReLU clips some positions
         assert (expected == 0).any()
     np.testing.assert_allclose(cam, expected, rtol=1e-5, atol=1e-6)
-    assert explain_command.METHODS == explain.METHODS
+    assert explain_command.METHODS == grad_cam.METHODS
 
 
 def test_grad_cam_of_one_clip_is_a_map_in_0_1_per_frame(demo_model):
     clip = demo.labelled_videos("eval", 1, seed=3)[0][0][:NUM_FRAMES]
     for layer in ("local", "res3"):
-        cam = explain.grad_cam(demo_model, clip, 0, layer=layer)
+        cam = grad_cam.grad_cam(demo_model, clip, 0, layer=layer)
         assert cam.shape == (NUM_FRAMES, 64, 64) and cam.dtype == np.float32
         assert cam.min() >= 0.0 and cam.max() == pytest.approx(1.0)
 
@@ -176,10 +177,10 @@ def test_grad_cam_of_a_stage2_model_differentiates_the_combined_logit():
     model = lgd_tf.models.lgd3d(num_classes=3, head="stage2", num_frames=8,
                                 stage_blocks=(1, 1, 1, 1), base_filters=4, sketch_dim=32)
     clips = np.random.default_rng(0).integers(0, 256, (2, 8, 40, 48, 3)).astype(np.uint8)
-    cams, logits = explain.grad_cam_views(model, clips, [0, 2], layer="res4")
+    cams, logits = grad_cam.grad_cam_views(model, clips, [0, 2], layer="res4")
     assert cams.shape == (2, 8, 40, 48) and logits.shape == (2, 3)
     assert np.all((cams >= 0) & (cams <= 1))
-    assert explain._head(model)[0].startswith("combined logit")
+    assert grad_cam.explained_head(model)[0].startswith("combined logit")
 
 
 # Central differences in float32 across ReLU kinks: ~0.1 % off at x_L, ~2.5 % at res3 (the
@@ -193,10 +194,10 @@ def test_grad_cam_gradient_is_the_total_derivative_through_the_global_path(layer
     keras.utils.set_random_seed(2)
     model = lgd_tf.models.lgd3d(num_classes=3, head="stage2", num_frames=8,
                                 stage_blocks=(1, 1, 1, 1), base_filters=4, sketch_dim=32)
-    backbone, (_, head) = model.get_layer("backbone"), explain._head(model)
+    backbone, (_, head) = model.get_layer("backbone"), grad_cam.explained_head(model)
     clips = tf.constant(np.random.default_rng(0).uniform(0, 255, (1, 8, 32, 32, 3)), tf.float32)
     with tf.GradientTape() as tape:
-        features, maps = explain.backbone_features(backbone, clips, layer, watch=tape.watch)
+        features, maps = grad_cam.backbone_features(backbone, clips, layer, watch=tape.watch)
         score = head(features)[0, 1]
     direction = tf.constant(np.random.default_rng(1).normal(size=maps.shape), tf.float32)
     analytic = float(tf.reduce_sum(tape.gradient(score, maps) * direction))
@@ -205,7 +206,7 @@ def test_grad_cam_gradient_is_the_total_derivative_through_the_global_path(layer
     eps = 3e-3 * float(tf.reduce_mean(tf.abs(maps)))
 
     def score_at(step):
-        moved, _ = explain.backbone_features(backbone, clips, layer,
+        moved, _ = grad_cam.backbone_features(backbone, clips, layer,
                                              perturb=lambda a: a + step * direction)
         return float(head(moved)[0, 1])
 
@@ -216,7 +217,7 @@ def test_grad_cam_gradient_is_the_total_derivative_through_the_global_path(layer
 def test_upsampling_puts_cell_i_on_pixel_stride_times_i():
     cams = np.zeros((1, 2, 4, 4), np.float32)
     cams[0, :, 1, 2] = 1.0
-    up = explain.upsample(cams, (8, 64, 64))
+    up = grad_cam.upsample(cams, (8, 64, 64))
     assert up.shape == (1, 8, 64, 64)
     assert np.unravel_index(up[0, 0].argmax(), (64, 64)) == (16, 32)
 
@@ -247,7 +248,7 @@ def test_gif_output(demo_model_dir, tmp_path):
     result = explain.explain_frames(model, frames, names, layer="res2", method="gradcam++")
     assert result.class_name == names[int(np.argmax(result.probabilities))]
     assert result.method == "gradcam++" and result.frames_per_step == 2
-    gif, png = explain.write_explanation(result, tmp_path / "a.gif", min_side=100)
+    gif, png = rendering.write_explanation(result, tmp_path / "a.gif", min_side=100)
     with av.open(str(gif)) as container:
         decoded = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
     assert len(decoded) == 10 and decoded[0].shape == (128, 128, 3)

@@ -13,9 +13,10 @@ import tensorflow as tf
 
 import lgd_tf.serving
 from lgd_tf import export, predict
-from lgd_tf.serving import classifier, module
+from lgd_tf.inference import classifier
+from lgd_tf.inference import predict as predict_lib
 from lgd_tf.serving import export as export_lib
-from lgd_tf.serving import predict as predict_lib
+from lgd_tf.serving import module
 from tests.export.conftest import NUM_FRAMES, record_run
 
 PREFIX = "lgd_tf.export: error: "

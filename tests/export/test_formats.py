@@ -11,8 +11,8 @@ import pytest
 import lgd_tf
 import lgd_tf.data
 from lgd_tf import explain, export, predict
+from lgd_tf.inference import predict as predict_lib
 from lgd_tf.serving import litert
-from lgd_tf.serving import predict as predict_lib
 from tests.export.conftest import NUM_CLIPS, NUM_FRAMES, RUN_CROP, SHORT_SIDE
 
 FORMAT_TOL = 1e-4  # the bound between formats of one run

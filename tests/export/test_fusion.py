@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from lgd_tf.serving import fusion
+from lgd_tf.runs import fusion
 
 
 def test_fuse_scores_matches_a_hand_computation():

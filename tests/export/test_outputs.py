@@ -13,8 +13,8 @@ import keras
 import pytest
 
 from lgd_tf import explain, export, predict
-from lgd_tf.serving import explain as explain_lib
-from lgd_tf.serving import timeline as timeline_lib
+from lgd_tf.analysis import rendering
+from lgd_tf.inference import timeline as timeline_lib
 from tests.export.conftest import record_run, tiny_lgd3d
 from tests.locks import lock_held_by_another_process
 
@@ -81,7 +81,7 @@ def test_explain_video_is_unchanged_after_the_png_fails(recorded_run, videos, tm
     old = {output: b"old gif", tmp_path / "cam.png": b"old png"}
     for path, content in old.items():
         path.write_bytes(content)
-    monkeypatch.setattr(explain_lib, "save_grid", lambda path, *a, **k: _disk_full(path))
+    monkeypatch.setattr(rendering, "save_grid", lambda path, *a, **k: _disk_full(path))
     code, out, err = _run(explain, capsys, f"--model={recorded_run}",
                           f"--video={videos['dark']}", f"--output={output}")
     assert code == 1

@@ -1,4 +1,4 @@
-"""`lgd_tf.serving.predict.predict_video` and `python -m lgd_tf.predict`: evaluation sampling,
+"""`lgd_tf.inference.predict.predict_video` and `python -m lgd_tf.predict`: evaluation sampling,
 right labels, late fusion, clean errors."""
 
 import json
@@ -13,8 +13,8 @@ import pytest
 import lgd_tf
 import lgd_tf.data
 from lgd_tf import predict
-from lgd_tf.serving import classifier
-from lgd_tf.serving import predict as predict_lib
+from lgd_tf.inference import classifier
+from lgd_tf.inference import predict as predict_lib
 from tests.export.conftest import (
     GRAPH_TOL,
     NUM_CLIPS,

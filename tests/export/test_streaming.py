@@ -1,4 +1,4 @@
-"""Streaming decode in predict (`lgd_tf.serving.predict.video_views`): the same views and
+"""Streaming decode in predict (`lgd_tf.inference.predict.video_views`): the same views and
 scores as the whole-video path, memory that does not grow with the video's length."""
 
 import tracemalloc
@@ -8,7 +8,7 @@ import pytest
 
 import lgd_tf.data
 from lgd_tf.data import video as video_lib
-from lgd_tf.serving import predict as predict_lib
+from lgd_tf.inference import predict as predict_lib
 from tests.export.conftest import SHORT_SIDE, bright_or_dark_clips, write_video
 
 

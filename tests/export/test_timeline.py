@@ -1,4 +1,4 @@
-"""`predict --timeline`: window scores over a video (lgd_tf.serving.timeline), CSV and PNG."""
+"""`predict --timeline`: window scores over a video (lgd_tf.inference.timeline), CSV and PNG."""
 
 import csv
 import json
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from lgd_tf import predict
-from lgd_tf.serving import predict as predict_lib
-from lgd_tf.serving import timeline as timeline_lib
+from lgd_tf.inference import predict as predict_lib
+from lgd_tf.inference import timeline as timeline_lib
 from tests.export.conftest import NUM_FRAMES, bright_or_dark_clips, write_video
 
 FPS = 8

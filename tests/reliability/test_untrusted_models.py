@@ -10,7 +10,7 @@ import pytest
 
 import lgd_tf
 from lgd_tf import export, predict
-from lgd_tf.serving import predict as predict_lib
+from lgd_tf.inference import predict as predict_lib
 from tests.data import helpers
 
 

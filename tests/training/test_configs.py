@@ -6,7 +6,7 @@ import pytest
 
 import gin
 from lgd_tf.cli import configs
-from lgd_tf.training import run_folder
+from lgd_tf.runs import run_folder
 from lgd_tf.training.errors import TrainingError
 
 

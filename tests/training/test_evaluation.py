@@ -13,7 +13,8 @@ from lgd_tf import models
 from lgd_tf.cli import configs
 from lgd_tf.data import eval_dataset, writer
 from lgd_tf.models import class_probabilities
-from lgd_tf.training import evaluation, run_folder
+from lgd_tf.runs import run_folder
+from lgd_tf.training import evaluation
 from lgd_tf.training.errors import TrainingError, one_line
 from lgd_tf.training.two_stage import DataSources
 from tests.data import helpers

@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from lgd_tf import models
-from lgd_tf.training import run_folder
+from lgd_tf.runs import run_folder
 from lgd_tf.training.errors import RunFailure, TrainingError
 
 NAMES = ["a", "b", "c"]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from lgd_tf.data import writer
-from lgd_tf.training import run_folder
+from lgd_tf.runs import run_folder
 from tests.locks import lock_held_by_another_process
 
 pytestmark = pytest.mark.subprocess

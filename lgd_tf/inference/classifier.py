@@ -4,7 +4,7 @@ Both score a video the way evaluation does (Sec. 5.2): `lgd_tf.data.eval_views` 
 views from the decoded frames and the views' class probabilities are averaged. For a SavedModel
 this is its `serve_frames` signature; for a `.keras` file the same `VideoClassifierModule` is
 built in memory. `view_probabilities` / `view_embeddings` score views built outside the graph
-(the streaming decode of `lgd_tf.serving.predict` and the timeline) with the `serving_default`
+(the streaming decode of `lgd_tf.inference.predict` and the timeline) with the `serving_default`
 and `features` signatures, the same model graph on the same views.
 """
 

@@ -23,9 +23,9 @@ local units can combine it nonlinearly with the local object; the global head on
 a nonlinear function of pooled features.
 
 Train / eval sets are written through the builder path (frames -> SequenceExample -> shards),
-cached in `cache_dir` with a `relation.json` marker, like the demo set (`demo.py`). Do not
-flip or crop when training on it (`RelationData.train_kwargs`): a crop moves the regions and a
-flip swaps the corners' sides.
+cached in `cache_dir` with a `relation.json` marker, like the demo set
+(`lgd_tf/data/demo.py`). Do not flip or crop when training on it
+(`RelationData.train_kwargs`): a crop moves the regions and a flip swaps the corners' sides.
 """
 
 import collections

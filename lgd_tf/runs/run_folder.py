@@ -37,7 +37,7 @@ from lgd_io import class_names as class_names_file
 from lgd_io import files
 from lgd_io.files import atomic_write, failure_reason, write_bytes, write_json, write_text  # noqa: F401
 from lgd_tf.data import pipelines
-from lgd_tf.training.errors import BadInput, RunFailure, TrainingError
+from lgd_io.errors import BadInput, RunFailure, TrainingError
 
 RUN_RECORD = "run.json"
 CLASS_NAMES = class_names_file.FILE_NAME

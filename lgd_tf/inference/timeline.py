@@ -28,7 +28,7 @@ import io
 
 import numpy as np
 
-from lgd_tf.serving import predict as predict_lib
+from lgd_tf.inference import predict as predict_lib
 
 LGD2D_WINDOW = 16  # frames of an LGD-2D timeline window
 DEFAULT_BATCH = 8  # windows scored per model call
@@ -262,10 +262,10 @@ def timeline_paths(prefix):
 def write_timeline(timeline, prefix, k=5, flag="--timeline"):
     """PREFIX.csv and PREFIX.png, replaced together once both are written (a failure keeps
     both old files); returns their paths."""
-    from lgd_tf.serving import outputs
+    from lgd_io import files
 
     csv_path, png_path = timeline_paths(prefix)
-    with outputs.staged(flag) as write:
+    with files.staged(flag) as write:
         write(csv_path, lambda tmp: write_timeline_csv(timeline, tmp, k))
         write(png_path, lambda tmp: timeline_figure_png(timeline, tmp, k=k))
     return csv_path, png_path

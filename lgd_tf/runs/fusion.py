@@ -163,7 +163,7 @@ def write_video_scores(model_dir, media_ids, scores, class_names, modality):
     if modality not in MODALITIES:
         raise ValueError(f"`modality` must be one of {MODALITIES}. Received: {modality!r}")
     from lgd_io import files
-    from lgd_tf.training import run_folder
+    from lgd_tf.runs import run_folder
 
     path = run_folder.eval_scores_path(model_dir)
 
@@ -179,7 +179,7 @@ def write_video_scores(model_dir, media_ids, scores, class_names, modality):
 
 def read_video_scores(model_dir):
     """Reads `model_dir/eval_scores.npz` -> (`{media_id: scores (K,)}`, class names, modality)."""
-    from lgd_tf.training import run_folder
+    from lgd_tf.runs import run_folder
 
     path = run_folder.eval_scores_path(model_dir)
     if not os.path.isfile(path):

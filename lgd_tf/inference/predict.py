@@ -31,8 +31,9 @@ import numpy as np
 import tensorflow as tf
 
 from lgd_io.errors import BadInput, one_line
-from lgd_tf.serving import classifier as classifier_lib
-from lgd_tf.serving import fusion, loading
+from lgd_tf.inference import classifier as classifier_lib
+from lgd_tf.runs import fusion
+from lgd_tf.serving import loading
 
 
 @dataclasses.dataclass

@@ -14,14 +14,14 @@ import os
 
 import numpy as np
 
-from lgd_tf.serving import predict as predict_lib
+from lgd_tf.inference import predict as predict_lib
 
 
 def video_embedding(classifier, frames):
     """Unit-norm embedding `(C_L,)` float32 of one video.
 
     Args:
-        classifier: a loaded `VideoClassifier` (`lgd_tf.serving.classifier.load_classifier`).
+        classifier: a loaded `VideoClassifier` (`lgd_tf.inference.classifier.load_classifier`).
         frames: the video's decoded frames, uint8 `(N, H, W, C)`, or the path of a video file
             (decoded streaming, as `predict_video` does).
 
