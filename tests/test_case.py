@@ -2,6 +2,7 @@
 and `run_layer_test`, the battery every layer of `lgd_tf.layers` goes through. Everything here
 runs on every Keras backend (TensorFlow, JAX, PyTorch)."""
 
+import functools
 import inspect
 import json
 import os
@@ -436,3 +437,213 @@ def _check_mixed_precision(make, reference, reference_outputs, input_data, expec
                                        err_msg="mixed_bfloat16 outputs != float32 outputs")
     finally:
         keras.mixed_precision.set_global_policy(previous)
+
+
+# ---------------------------------------------------------------------------------------------
+# run_backbone_test / run_task_test: the checks every model of lgd_tf.models goes through, in
+# the spirit of keras-hub's TestCase.run_backbone_test / run_task_test.
+# ---------------------------------------------------------------------------------------------
+
+MIXED_POLICIES = ("mixed_float16", "mixed_bfloat16")
+
+
+def run_backbone_test(cls, init_kwargs, input_data, expected_output_shape, *,
+                      builder=None, run_mixed_precision=True, run_saved_model=None,
+                      saved_model_routes=("export",), mixed_precision_tolerance=5e-2):
+    """Shared checks of a backbone (`LGD3DBackbone`, `LGD2DBackbone`).
+
+    1. Config: `get_config()` is JSON; `from_config` (and `deserialize_keras_object` of the
+       serialised backbone) gives a `cls` with the same config, the same weight shapes and,
+       given the same weights, the same outputs.
+    2. Shapes: the eager outputs (a dict "local", "global", "res2".."res5") have
+       `expected_output_shape` (a dict of shapes, batch first; from the paper's Table 1 or a
+       count by hand in the caller); `compute_output_spec` on inputs of batch None gives the
+       same shapes with batch None; every output is float32.
+    3. `.keras` saving, `keras.saving.load_model(..., safe_mode=True)`: a `cls`, the same
+       config, the same outputs.
+    4. `run_saved_model` (default: on the TensorFlow backend only; the step is left out
+       elsewhere): each of `saved_model_routes`, "export" (`model.export`) and
+       "tf.saved_model.save" (of a `tf.Module` serving the model), reloaded with
+       `tf.saved_model.load`, gives the same outputs. Each route costs seconds of tracing:
+       cases whose layers another case already exports may pass `run_saved_model=False`.
+    5. `run_mixed_precision`: under each global policy of `MIXED_POLICIES` the backbone builds
+       and runs; every output has the policy's compute dtype (eager and symbolic), is finite,
+       and with the float32 backbone's weights is within `mixed_precision_tolerance` (of the
+       output's scale) of the float32 outputs; every floating variable is float32.
+
+    Args:
+        cls: the backbone class.
+        init_kwargs: its constructor arguments, or, with `builder`, the builder's arguments.
+        input_data: raw pixels `(B, T, H, W, C)`.
+        builder: a function making the backbone from `init_kwargs` (e.g. `lgd_tf.models.lgd3d`
+            with head=None) instead of `cls(**init_kwargs)`; it must return a `cls`.
+
+    Returns the float32 backbone.
+    """
+    make = functools.partial(builder or cls, **init_kwargs)
+    return _run_model_test(make, cls, input_data, expected_output_shape,
+                           mixed_output_dtype=None, run_mixed_precision=run_mixed_precision,
+                           run_saved_model=run_saved_model, routes=saved_model_routes,
+                           tolerance=mixed_precision_tolerance)
+
+
+def run_task_test(builder, init_kwargs, input_data, expected_output_shape, *,
+                  backbone_cls, cls=None, run_fit=True, run_mixed_precision=True,
+                  run_saved_model=None, saved_model_routes=("export",),
+                  mixed_precision_tolerance=5e-2):
+    """Shared checks of a task (`LGDClassifier`, stage-1 or stage-2 head) made by `builder`.
+
+    The checks of `run_backbone_test` (config, shapes, `.keras`, SavedModel, mixed
+    precision), with the task's contract on dtypes: every output is a float32 logit tensor
+    `(B, num_classes)` under any policy (the heads are float32 layers). Also:
+    - the task holds a `backbone_cls` named "backbone", which a config round trip rebuilds;
+    - `predict` (the compiled function) gives the eager outputs;
+    - `run_fit`: compiled with SGD and a sparse cross-entropy on every output, one fit step
+      on labels `arange(B) % num_classes` has a finite loss and changes every head kernel.
+
+    Args:
+        builder: `lgd_tf.models.lgd3d` / `lgd2d` (or the task class), called with
+            `init_kwargs` for every model the checks need.
+        cls: the task class (default `lgd_tf.models.LGDClassifier`).
+
+    Returns the float32 task.
+    """
+    cls = cls or lgd_tf.models.LGDClassifier
+    make = functools.partial(builder, **init_kwargs)
+    model = _run_model_test(make, cls, input_data, expected_output_shape,
+                            mixed_output_dtype="float32",
+                            run_mixed_precision=run_mixed_precision,
+                            run_saved_model=run_saved_model, routes=saved_model_routes,
+                            tolerance=mixed_precision_tolerance)
+    backbone = model.get_layer("backbone")
+    assert isinstance(backbone, backbone_cls), f"The backbone is a {type(backbone).__name__}"
+    restored = cls.from_config(model.get_config()).get_layer("backbone")
+    assert type(restored) is type(backbone) and (
+        restored.get_config() == backbone.get_config())
+    _assert_tree_close(model.predict(input_data, batch_size=len(input_data), verbose=0),
+                       model(input_data, training=False), 1e-5, 1e-6)
+    if run_fit:
+        _check_task_fit_step(make, input_data)
+    return model
+
+
+def _run_model_test(make, cls, input_data, expected_output_shape, *, mixed_output_dtype,
+                    run_mixed_precision, run_saved_model, routes, tolerance):
+    keras.utils.set_random_seed(0)
+    model = make()
+    assert type(model) is cls, f"Made a {type(model).__name__}, not a {cls.__name__}"
+    outputs = model(input_data, training=False)
+    _check_model_shapes(model, outputs, input_data, expected_output_shape)
+    _check_dtypes(outputs, "float32", f"{cls.__name__} (float32)")
+    _check_model_config(model, cls, input_data, outputs)
+    with tempfile.TemporaryDirectory() as tmp:
+        loaded = assert_keras_round_trip(model, input_data, os.path.join(tmp, "model.keras"))
+        assert type(loaded) is cls, f"load_model gave a {type(loaded).__name__}"
+        assert _strip_build_config(loaded.get_config()) == _strip_build_config(
+            model.get_config())
+        if run_saved_model is None:
+            run_saved_model = keras.backend.backend() == "tensorflow"
+        if run_saved_model:
+            _check_saved_model(model, input_data, outputs, tmp, routes)
+    if run_mixed_precision:
+        for policy in MIXED_POLICIES:
+            _check_model_mixed_precision(make, model, input_data, outputs, policy,
+                                         mixed_output_dtype, tolerance)
+    return model
+
+
+def _check_model_shapes(model, outputs, input_data, expected_output_shape):
+    shapes = keras.tree.map_structure(lambda t: tuple(t.shape), outputs)
+    assert shapes == {k: tuple(v) for k, v in expected_output_shape.items()}, (
+        f"Output shapes {shapes} != expected {expected_output_shape}")
+    spec = model.compute_output_spec(keras.KerasTensor((None, *input_data.shape[1:])))
+    symbolic = {k: tuple(v.shape) for k, v in spec.items()}
+    assert symbolic == {k: (None, *v[1:]) for k, v in shapes.items()}, (
+        f"Symbolic output shapes {symbolic} != eager {shapes} (batch None)")
+
+
+def _check_model_config(model, cls, input_data, outputs):
+    """from_config(get_config()) and (de)serialisation: same config, same outputs."""
+    config = model.get_config()
+    text = json.dumps(config)
+    for restored in (cls.from_config(json.loads(text)),
+                     keras.saving.deserialize_keras_object(json.loads(json.dumps(
+                         keras.saving.serialize_keras_object(model))))):
+        assert type(restored) is cls
+        assert _strip_build_config(restored.get_config()) == _strip_build_config(config), (
+            f"{cls.__name__}.from_config(get_config()) has another config")
+        assert [tuple(w.shape) for w in restored.weights] == [
+            tuple(w.shape) for w in model.weights]
+        restored.set_weights(model.get_weights())
+        _assert_tree_close(restored(input_data, training=False), outputs, 1e-6, 1e-6)
+
+
+def _check_saved_model(model, input_data, outputs, folder, routes):
+    """`model.export` / `tf.saved_model.save` (TensorFlow backend): the same outputs."""
+    import tensorflow as tf
+
+    unknown = set(routes) - {"export", "tf.saved_model.save"}
+    assert routes and not unknown, f"Unknown SavedModel routes {unknown or routes}"
+    pixels = np.asarray(input_data, "float32")
+    if "export" in routes:
+        model.export(os.path.join(folder, "export"), verbose=False)
+        exported = tf.saved_model.load(os.path.join(folder, "export"))  # holds the variables
+        _assert_tree_close(exported.serve(pixels), outputs, 1e-5, 1e-5)
+    if "tf.saved_model.save" not in routes:
+        return
+    module = tf.Module()
+    module.model = model
+    module.serve = tf.function(lambda x: model(x, training=False), input_signature=[
+        tf.TensorSpec((None, *pixels.shape[1:-3], None, None, pixels.shape[-1]), tf.float32)])
+    tf.saved_model.save(module, os.path.join(folder, "tf_saved_model"))
+    restored = tf.saved_model.load(os.path.join(folder, "tf_saved_model"))
+    _assert_tree_close(restored.serve(pixels), outputs, 1e-5, 1e-5)
+
+
+def _check_model_mixed_precision(make, reference, input_data, reference_outputs, policy,
+                                 output_dtype, tolerance):
+    """Built under the global `policy`: runs, output dtypes, finite, close to float32."""
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        model = make()
+        compute = keras.mixed_precision.global_policy().compute_dtype
+        expected = output_dtype or compute
+        outputs = model(input_data, training=False)
+        _check_dtypes(outputs, expected, f"eager ({policy})")
+        spec = model.compute_output_spec(keras.KerasTensor((None, *input_data.shape[1:])))
+        _check_dtypes(spec, expected, f"symbolic ({policy})")
+        floating = [w for w in model.weights if "float" in str(
+            keras.backend.standardize_dtype(w.dtype))]
+        assert floating and all(keras.backend.standardize_dtype(w.dtype) == "float32"
+                                for w in floating), f"Half variables under {policy}"
+        model.set_weights(reference.get_weights())
+        outputs = model(input_data, training=False)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    for key, want in reference_outputs.items():
+        got = to_numpy(outputs[key]).astype("float32")
+        assert np.isfinite(got).all(), f"{policy}: output {key!r} is not finite"
+        want = to_numpy(want)
+        scale = max(float(np.abs(want).max()), 1e-6)
+        np.testing.assert_allclose(got, want, rtol=0, atol=tolerance * scale,
+                                   err_msg=f"{policy} output {key!r} != float32 output")
+
+
+def _check_task_fit_step(make, input_data):
+    """One compiled fit step: finite loss, every head kernel moves."""
+    keras.utils.set_random_seed(0)
+    model = make()
+    num_classes = model.num_classes
+    labels = np.arange(len(input_data)) % num_classes
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model.compile(optimizer=keras.optimizers.SGD(0.1),
+                  loss={key: loss for key in model.output})
+    heads = [layer for layer in model.layers if layer.name.endswith("_logits")]
+    before = [to_numpy(layer.kernel).copy() for layer in heads]
+    history = model.fit(input_data, {key: labels for key in model.output},
+                        batch_size=len(input_data), epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0]), f"Fit loss {history.history['loss']}"
+    assert heads and all(not np.array_equal(b, to_numpy(layer.kernel))
+                         for b, layer in zip(before, heads, strict=True)), (
+        "A head kernel did not move in the fit step")

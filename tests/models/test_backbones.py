@@ -6,7 +6,7 @@ import pytest
 
 import lgd_tf
 from lgd_tf.models import DEPTHS, LGD2DBackbone, LGD3DBackbone
-from tests.test_case import assert_config_round_trip
+from tests.test_case import run_backbone_test
 
 RNG = np.random.default_rng(3)
 TINY = {"stage_blocks": (1, 1, 1, 1), "base_filters": 8}
@@ -133,10 +133,69 @@ def test_uint8_and_float_pixels_agree():
                                rtol=1e-6)
 
 
-def test_backbone_config_round_trip():
-    backbone = LGD2DBackbone(num_frames=3, variant="v2", rank_ratio=4, use_lgd=True,
-                             input_channels=2, **TINY)
-    assert assert_config_round_trip(backbone).count_params() == backbone.count_params()
+def table1_shapes(batch, frames, size, base_filters, *, temporal=True, pool1_stride=2):
+    """Output shapes by hand. LGD-3D (Table 1): H, W halved in conv1 and in res3..res5, T
+    divided by the pool1 stride and by 2 in pool2. LGD-2D (the 2-D ResNet on every frame,
+    Sec. 4.1): T kept, H, W halved in conv1, pool1 and res3..res5.
+    Stage s (2..5) has 4 * base_filters * 2^(s-2) channels (256..2048 for 64)."""
+    shapes, t, h = {}, frames, size // 2 if temporal else size // 4
+    if temporal:
+        t //= pool1_stride
+    for i, stage in enumerate((2, 3, 4, 5)):
+        if stage > 2:
+            h //= 2
+        shapes[f"res{stage}"] = (batch, t, h, h, 4 * base_filters * 2**i)
+        if temporal and stage == 2:
+            t //= 2
+    return {**shapes, "local": shapes["res5"], "global": (batch, shapes["res5"][-1])}
+
+
+def test_table1_shapes_by_hand_agree_with_table_1():
+    """The hand count used below gives Table 1's sizes for the paper's clips and widths."""
+    assert table1_shapes(1, 16, 112, 64) == {
+        "res2": (1, 8, 56, 56, 256), "res3": (1, 4, 28, 28, 512),
+        "res4": (1, 4, 14, 14, 1024), "res5": (1, 4, 7, 7, 2048),
+        "local": (1, 4, 7, 7, 2048), "global": (1, 2048)}
+    assert table1_shapes(1, 3, 224, 64, temporal=False)["res2"] == (1, 3, 56, 56, 256)
+    assert table1_shapes(1, 3, 224, 64, temporal=False)["local"] == (1, 3, 7, 7, 2048)
+
+
+# (class, constructor arguments, clip (B, T, S, S, C), pool1 stride (None: LGD-2D), SavedModel)
+# The SavedModel check (seconds of tracing) runs once per backbone class.
+BACKBONE_CASES = {
+    # Table 1's clip (16 x 112 x 112) at 4 base filters: Table 1's sizes, 1/16 of its channels.
+    "lgd3d_table1": (LGD3DBackbone, {"num_frames": 16}, (1, 16, 112, 112, 3), 2, False),
+    "lgd3d_long_v1_flow": (LGD3DBackbone, {"num_frames": 16, "long_clip": True,
+                                           "variant": "v1", "input_channels": 2},
+                           (2, 16, 32, 32, 2), 4, True),
+    "p3d_baseline": (LGD3DBackbone, {"num_frames": 8, "use_lgd": False}, (2, 8, 32, 32, 3),
+                     2, False),
+    "lgd2d_v2_flow": (LGD2DBackbone, {"num_frames": 3, "variant": "v2", "input_channels": 2,
+                                      "zero_init_global_residual": True},
+                      (2, 3, 64, 64, 2), None, True),
+    "tsn_baseline": (LGD2DBackbone, {"num_frames": 2, "use_lgd": False}, (2, 2, 32, 32, 3),
+                     None, False),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BACKBONE_CASES))
+def test_backbone(case):
+    cls, kwargs, shape, pool1_stride, saved_model = BACKBONE_CASES[case]
+    kwargs = {"stage_blocks": (1, 1, 1, 1), "base_filters": 4, "rank_ratio": 4, **kwargs}
+    x = RNG.integers(0, 256, shape).astype("uint8")
+    run_backbone_test(cls, kwargs, x, table1_shapes(
+        shape[0], shape[1], shape[2], 4, temporal=pool1_stride is not None,
+        pool1_stride=pool1_stride), run_saved_model=None if saved_model else False)
+
+
+def test_builder_backbone():
+    """`lgd3d(head=None)` is an `LGD3DBackbone` named after the builder's `name`."""
+    x = RNG.integers(0, 256, (2, 8, 32, 32, 3)).astype("uint8")
+    backbone = run_backbone_test(
+        LGD3DBackbone, {"head": None, "num_frames": 8, "variant": "v2", **TINY}, x,
+        table1_shapes(2, 8, 32, 8), builder=lgd_tf.models.lgd3d, run_mixed_precision=False,
+        run_saved_model=False)
+    assert backbone.name == "lgd3d"
 
 
 @pytest.mark.parametrize("kwargs,match", [
