@@ -1,16 +1,16 @@
-"""Heads (Eq. 4-6), class_probabilities, weights loading and saved-model round trips."""
+"""Heads (Eq. 4-6), class_probabilities, weights loading, and the task checks of every head
+(run_task_test: shapes, round trips, SavedModel, mixed precision)."""
 
-import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import lgd_tf
 from lgd_tf.models import class_probabilities
-from tests.test_case import assert_config_round_trip, assert_keras_round_trip, to_numpy
+from tests.test_case import run_task_test, to_numpy
 
 RNG = np.random.default_rng(4)
 TINY = {"stage_blocks": (1, 1, 1, 1), "base_filters": 8, "num_frames": 4}
+TINY_2D = {"stage_blocks": (1, 1, 1, 1), "base_filters": 8}
 
 
 def clip(batch=2):
@@ -76,42 +76,35 @@ def test_class_probabilities_rejects_other_dicts():
         class_probabilities(np.zeros((1, 2)))
 
 
-def test_logits_stay_float32_under_mixed_precision():
-    keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
-    try:
-        model = lgd_tf.models.lgd3d(num_classes=3, sketch_dim=16, **TINY)
-        out = model(clip(1))
-    finally:
-        keras.mixed_precision.set_dtype_policy("float32")
-    assert keras.backend.standardize_dtype(out["combined"].dtype) == "float32"
-    assert np.isfinite(to_numpy(out["combined"])).all()
+# (builder, builder arguments, clip (B, T, S, S, C), SavedModel routes or None to leave it
+# out: its tracing costs seconds, so each head is saved once and both routes once).
+TASK_CASES = {
+    "lgd3d_stage1": (lgd_tf.models.lgd3d, {"head": "stage1", "variant": "v2", **TINY},
+                     (2, 4, 32, 32, 3), ("export",)),
+    "lgd3d_stage2": (lgd_tf.models.lgd3d, {"head": "stage2", "sketch_dim": 16, **TINY},
+                     (2, 4, 32, 32, 3), None),
+    "lgd2d_stage1_flow": (lgd_tf.models.lgd2d, {"head": "stage1", "num_segments": 2,
+                                                 "input_channels": 2, **TINY_2D},
+                          (2, 2, 32, 32, 2), None),
+    "lgd2d_stage2": (lgd_tf.models.lgd2d, {"head": "stage2", "num_segments": 2,
+                                            "sketch_dim": 16, **TINY_2D},
+                     (2, 2, 32, 32, 3), ("export", "tf.saved_model.save")),
+}
 
 
-@pytest.mark.parametrize("head", ["stage1", "stage2", None])
-def test_keras_round_trip(head, tmp_path):
-    model = lgd_tf.models.lgd3d(num_classes=3, head=head, variant="v2", sketch_dim=16, **TINY)
-    if head is not None:
-        assert isinstance(model.get_layer("backbone"), lgd_tf.models.LGD3DBackbone)
-        assert_config_round_trip(model)
-    loaded = assert_keras_round_trip(model, clip(), str(tmp_path / "m.keras"))
-    assert loaded.get_config() == model.get_config()
-
-
-def test_saved_model_round_trip(tmp_path):
-    model = lgd_tf.models.lgd2d(num_classes=3, num_segments=2, stage_blocks=(1, 1, 1, 1),
-                                base_filters=8, sketch_dim=16)
-    x = RNG.integers(0, 256, (2, 2, 32, 32, 3)).astype("float32")
-    expected = to_numpy(model(x)["combined"])
-    model.export(str(tmp_path / "export"), verbose=False)
-    reloaded = tf.saved_model.load(str(tmp_path / "export"))
-    np.testing.assert_allclose(reloaded.serve(x)["combined"], expected, rtol=1e-5, atol=1e-6)
-    module = tf.Module()
-    module.model = model
-    module.serve = tf.function(lambda pixels: model(pixels, training=False), input_signature=[
-        tf.TensorSpec((None, 2, None, None, 3), tf.float32)])
-    tf.saved_model.save(module, str(tmp_path / "tfsave"))
-    restored = tf.saved_model.load(str(tmp_path / "tfsave"))
-    np.testing.assert_allclose(restored.serve(x)["combined"], expected, rtol=1e-5, atol=1e-6)
+@pytest.mark.parametrize("case", sorted(TASK_CASES))
+def test_task(case):
+    """Logits (B, K) per head, float32 under mixed_float16 / mixed_bfloat16, round trips."""
+    builder, kwargs, shape, routes = TASK_CASES[case]
+    x = RNG.integers(0, 256, shape).astype("uint8")
+    heads = ("global", "local") if kwargs["head"] == "stage1" else ("combined",)
+    backbone_cls = (lgd_tf.models.LGD3DBackbone if builder is lgd_tf.models.lgd3d
+                    else lgd_tf.models.LGD2DBackbone)
+    model = run_task_test(builder, {"num_classes": 3, **kwargs}, x,
+                          {head: (shape[0], 3) for head in heads}, backbone_cls=backbone_cls,
+                          run_saved_model=None if routes else False,
+                          saved_model_routes=routes or ("export",))
+    assert model.head == kwargs["head"]
 
 
 def test_weights_keep_backbone_and_matching_head(tmp_path):
