@@ -4,6 +4,8 @@ and dtypes, weight counts, one compiled fit step and the mixed_float16 check (fl
 as `compute_output_spec` says, float32 variables). Keras skips its mixed-precision check under
 PyTorch on CPU. Runs on every backend (`pytest -m backends` with KERAS_BACKEND set)."""
 
+import inspect
+
 import keras
 import numpy as np
 import pytest
@@ -106,3 +108,11 @@ def test_every_public_layer_has_a_keras_contract_test():
     tested = {name[len("test_"):].replace("_", "") for name in vars(KerasLayerContractTest)
               if name.startswith("test_")}
     assert {name.lower() for name in public} == tested
+
+
+def test_no_contract_test_turns_off_the_mixed_precision_check():
+    """Keras' mixed_float16 check (on by default) runs for every layer above: none opts out."""
+    source = inspect.getsource(KerasLayerContractTest)
+    assert "run_mixed_precision_check" not in source
+    assert source.count("self.run_layer_test(") == len(
+        [name for name in vars(KerasLayerContractTest) if name.startswith("test_")])
