@@ -182,7 +182,7 @@ BACKBONE_CASES = {
 def test_backbone(case):
     cls, kwargs, shape, pool1_stride, saved_model = BACKBONE_CASES[case]
     kwargs = {"stage_blocks": (1, 1, 1, 1), "base_filters": 4, "rank_ratio": 4, **kwargs}
-    x = RNG.integers(0, 256, shape).astype("uint8")
+    x = np.random.default_rng(0).integers(0, 256, shape).astype("uint8")
     run_backbone_test(cls, kwargs, x, table1_shapes(
         shape[0], shape[1], shape[2], 4, temporal=pool1_stride is not None,
         pool1_stride=pool1_stride), run_saved_model=None if saved_model else False)
@@ -190,7 +190,7 @@ def test_backbone(case):
 
 def test_builder_backbone():
     """`lgd3d(head=None)` is an `LGD3DBackbone` named after the builder's `name`."""
-    x = RNG.integers(0, 256, (2, 8, 32, 32, 3)).astype("uint8")
+    x = np.random.default_rng(0).integers(0, 256, (2, 8, 32, 32, 3)).astype("uint8")
     backbone = run_backbone_test(
         LGD3DBackbone, {"head": None, "num_frames": 8, "variant": "v2", **TINY}, x,
         table1_shapes(2, 8, 32, 8), builder=lgd_tf.models.lgd3d, run_mixed_precision=False,

@@ -96,14 +96,18 @@ TASK_CASES = {
 def test_task(case):
     """Logits (B, K) per head, float32 under mixed_float16 / mixed_bfloat16, round trips."""
     builder, kwargs, shape, routes = TASK_CASES[case]
-    x = RNG.integers(0, 256, shape).astype("uint8")
+    x = np.random.default_rng(0).integers(0, 256, shape).astype("uint8")  # whatever ran before
     heads = ("global", "local") if kwargs["head"] == "stage1" else ("combined",)
     backbone_cls = (lgd_tf.models.LGD3DBackbone if builder is lgd_tf.models.lgd3d
                     else lgd_tf.models.LGD2DBackbone)
     model = run_task_test(builder, {"num_classes": 3, **kwargs}, x,
                           {head: (shape[0], 3) for head in heads}, backbone_cls=backbone_cls,
                           run_saved_model=None if routes else False,
-                          saved_model_routes=routes or ("export",))
+                          saved_model_routes=routes or ("export",),
+                          # The signed square root of Eq. 5's sketch magnifies the rounding of
+                          # its entries near 0: bfloat16 logits are off by up to 4% of their
+                          # scale on 12 random clips (float16: 0.4%), stage-1 ones by < 1%.
+                          mixed_precision_tolerance=0.1 if kwargs["head"] == "stage2" else 0.05)
     assert model.head == kwargs["head"]
 
 
