@@ -1,6 +1,8 @@
 """Shared checks for lgd_tf layers and models: config round trips and saved-model round trips,
-and `run_layer_test`, the battery every layer of `lgd_tf.layers` goes through. Everything here
-runs on every Keras backend (TensorFlow, JAX, PyTorch)."""
+`run_layer_test`, the battery every layer of `lgd_tf.layers` goes through, and
+`run_backbone_test` / `run_task_test`, the checks of every model of `lgd_tf.models`.
+Everything here runs on every Keras backend (TensorFlow, JAX, PyTorch); the SavedModel checks
+of the model bases run on TensorFlow only."""
 
 import functools
 import inspect
@@ -573,7 +575,8 @@ def _check_model_config(model, cls, input_data, outputs):
         assert _strip_build_config(restored.get_config()) == _strip_build_config(config), (
             f"{cls.__name__}.from_config(get_config()) has another config")
         assert [tuple(w.shape) for w in restored.weights] == [
-            tuple(w.shape) for w in model.weights]
+            tuple(w.shape) for w in model.weights], (
+            f"{cls.__name__} rebuilt from its config has other weight shapes")
         restored.set_weights(model.get_weights())
         _assert_tree_close(restored(input_data, training=False), outputs, 1e-6, 1e-6)
 

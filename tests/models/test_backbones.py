@@ -208,3 +208,27 @@ def test_builder_backbone():
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         lgd_tf.models.lgd3d(head=None, **{"num_frames": 4, **kwargs})
+
+
+@keras.saving.register_keras_serializable(package="lgd_tf_tests")
+class _ForgetsItsVariant(LGD3DBackbone):
+    """A backbone whose config drops `variant`: from_config makes another network."""
+
+    def get_config(self):
+        config = super().get_config()
+        del config["variant"]
+        return config
+
+
+@pytest.mark.parametrize("cls,shapes,match", [
+    (_ForgetsItsVariant, table1_shapes(1, 8, 32, 4), "other weight shapes"),
+    (LGD3DBackbone, {**table1_shapes(1, 8, 32, 4), "res2": (1, 8, 16, 16, 16)},
+     "Output shapes"),
+], ids=["config_drops_an_argument", "wrong_stage_shape"])
+def test_run_backbone_test_catches_broken_backbones(cls, shapes, match):
+    x = np.random.default_rng(0).integers(0, 256, (1, 8, 32, 32, 3)).astype("uint8")
+    kwargs = {"num_frames": 8, "variant": "v1", "stage_blocks": (1, 1, 1, 1), "base_filters": 4,
+              "rank_ratio": 4}
+    with pytest.raises(AssertionError, match=match):
+        run_backbone_test(cls, kwargs, x, shapes, run_mixed_precision=False,
+                          run_saved_model=False)
