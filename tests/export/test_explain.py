@@ -14,10 +14,11 @@ import lgd_tf
 from lgd_tf import explain as explain_command
 from lgd_tf.analysis import explain, grad_cam, rendering
 from lgd_tf.data import demo
-from tests.export.conftest import recalibrate_batch_norm, write_video
+from tests.export import demo_model
+from tests.export.conftest import write_video
 from tests.export.digit_box import peak_in_digit_box
 
-NUM_FRAMES = 8  # the model's clip length; the demo videos have 16 frames of 64 x 64
+NUM_FRAMES = demo_model.NUM_FRAMES
 TRAIN_STEPS = 150
 BATCH = 16
 # Where the Grad-CAM peak falls on 12 held-out demo videos (192 frames) for this model (150
@@ -41,26 +42,8 @@ def train_demo_model(model_dir):
     """Writes model_dir (stage1.keras + class_names.txt) of a tiny stage-1 LGD-3D (4 base
     filters, one unit per stage, 8 frames of 64 x 64) trained with Adam for 150 steps on
     8-frame clips of 192 demo videos, then BN statistics recalibrated."""
-    keras.utils.set_random_seed(0)
-    videos = demo.labelled_videos("train", 16, seed=1)
-    frames = np.stack([v[0] for v in videos])
-    labels = np.array([v[1] for v in videos], np.int32)
-    model = lgd_tf.models.lgd3d(num_classes=len(demo.CLASS_NAMES), head="stage1",
-                                num_frames=NUM_FRAMES, stage_blocks=(1, 1, 1, 1),
-                                base_filters=4, sketch_dim=64)
-    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss={"local": loss, "global": loss})
-    rng = np.random.default_rng(0)
-
-    def batches():
-        while True:
-            index = rng.integers(0, len(frames), BATCH)
-            starts = rng.integers(0, demo.NUM_FRAMES - NUM_FRAMES + 1, BATCH)
-            clips = frames[index[:, None], starts[:, None] + np.arange(NUM_FRAMES)]
-            yield clips.astype("float32"), {"local": labels[index], "global": labels[index]}
-
-    model.fit(batches(), steps_per_epoch=TRAIN_STEPS, epochs=1, verbose=0)
-    recalibrate_batch_norm(model, next(batches())[0])
+    model = demo_model.train_demo_model(TRAIN_STEPS, base_filters=4, batch_size=BATCH,
+                                        learning_rate=3e-3, seed=0)
     model.save(model_dir / "stage1.keras")
     (model_dir / "class_names.txt").write_text("\n".join(demo.CLASS_NAMES) + "\n")
 
