@@ -41,7 +41,8 @@ def define_flags(fv):
     flags.DEFINE_string("output_dir", None, "write the results here instead of into the run "
                         "folder (works while the run is training).", flag_values=fv)
     define_fusion_flags(fv, "another evaluated model_dir (e.g. the flow stream) whose "
-                        "per-video scores are late-fused with these (Sec. 5.5).")
+                        "per-video scores are late-fused with these (Sec. 5.5).",
+                        module_name=__name__)
     precise_bn.define_flags(fv)
 
 

@@ -80,7 +80,7 @@ def define_flags(fv):
         "num_crops": "the run's, else 1",
         "short_side": "the run's, else 120 / 240 (Sec. 5.2)",
         "temporal_stride": "the run's, else 1",
-        "short_video": "the run's, else loop"})
+        "short_video": "the run's, else loop"}, module_name=__name__)
     flags.DEFINE_enum("format", "saved_model", list(export_lib.FORMATS), "saved_model (TF "
                       "Serving), litert (.tflite) or onnx (.onnx).", flag_values=fv)
     flags.DEFINE_enum("quantize", None, list(litert.QUANTIZATIONS), "litert only: float16 "

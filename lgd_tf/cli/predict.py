@@ -63,9 +63,9 @@ def define_flags(fv):
     flags.DEFINE_integer("top_k", 5, "number of labels printed.", flag_values=fv)
     flags.DEFINE_bool("json", False, "print one JSON object instead of text.", flag_values=fv)
     define_fusion_flags(fv, "second model (e.g. the flow stream) for two-stream late fusion "
-                        "(Sec. 5.5).")
+                        "(Sec. 5.5).", module_name=__name__)
     define_sampling_flags(fv, dict.fromkeys(("num_clips", "num_crops", "short_side"),
-                                            "the recorded sampling"))
+                                            "the recorded sampling"), module_name=__name__)
     flags.DEFINE_string("timeline", None, "write PREFIX.csv and PREFIX.png: scores of a window "
                         "slid over the video.", flag_values=fv)
     flags.DEFINE_integer("window_stride", None, "with --timeline: frames between window "

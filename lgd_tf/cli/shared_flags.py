@@ -19,19 +19,22 @@ SAMPLING = {
 }
 
 
-def define_sampling_flags(fv, defaults):
+def define_sampling_flags(fv, defaults, *, module_name):
     """Defines the evaluation-sampling flags named in `defaults` ({flag: what its default is,
-    for the help}), each None unless given."""
+    for the help}), each None unless given; `--help` lists them with the flags of
+    `module_name` (the command's module)."""
     for name, default in defaults.items():
         define, values, what = SAMPLING[name]
         enum = (values,) if values is not None else ()
-        define(name, None, *enum, f"{what}; default: {default}.", flag_values=fv)
+        define(name, None, *enum, f"{what}; default: {default}.", flag_values=fv,
+               module_name=module_name)
 
 
-def define_fusion_flags(fv, fuse_with_help):
+def define_fusion_flags(fv, fuse_with_help, *, module_name):
     """--fuse_with (a second model, `fuse_with_help`) and --fusion_weight w of the late fusion
-    (1 - w) * rgb + w * flow."""
-    flags.DEFINE_string("fuse_with", None, fuse_with_help, flag_values=fv)
+    (1 - w) * rgb + w * flow, listed by `--help` with the flags of `module_name`."""
+    flags.DEFINE_string("fuse_with", None, fuse_with_help, flag_values=fv,
+                        module_name=module_name)
     flags.DEFINE_float("fusion_weight", fusion.DEFAULT_FLOW_WEIGHT, "w in (1 - w) * rgb + w "
                        "* flow: the weight of the flow stream (or of --fuse_with) in the fusion.",
-                       flag_values=fv)
+                       flag_values=fv, module_name=module_name)
