@@ -25,48 +25,17 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 HERE = pathlib.Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))  # the repository: the tests' Grad-CAM measure
+sys.path.insert(0, str(HERE.parent))  # the repository: the tests' demo model and Grad-CAM measure
 GRADCAM_PNG = HERE / "images" / "gradcam_example.png"
-NUM_FRAMES = 8
 
 
 def train_demo_model(steps=400, base_filters=8, batch_size=16, learning_rate=3e-3, seed=0):
     """A stage-1 LGD-3D trained with Adam on 8-frame clips of 192 demo videos (BN statistics
-    recalibrated on one batch at the end)."""
-    import keras
+    recalibrated on one batch at the end): the model the Grad-CAM test trains, larger."""
+    from tests.export import demo_model
 
-    import lgd_tf
-    from lgd_tf.data import demo
-
-    keras.utils.set_random_seed(seed)
-    videos = demo.labelled_videos("train", 16, seed=1)
-    frames = np.stack([v[0] for v in videos])
-    labels = np.array([v[1] for v in videos], np.int32)
-    model = lgd_tf.models.lgd3d(num_classes=len(demo.CLASS_NAMES), head="stage1",
-                                num_frames=NUM_FRAMES, stage_blocks=(1, 1, 1, 1),
-                                base_filters=base_filters, sketch_dim=64)
-    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate),
-                  loss={"local": loss, "global": loss})
-    rng = np.random.default_rng(seed)
-
-    def batches():
-        while True:
-            index = rng.integers(0, len(frames), batch_size)
-            starts = rng.integers(0, demo.NUM_FRAMES - NUM_FRAMES + 1, batch_size)
-            clips = frames[index[:, None], starts[:, None] + np.arange(NUM_FRAMES)]
-            yield clips.astype("float32"), {"local": labels[index], "global": labels[index]}
-
-    model.fit(batches(), steps_per_epoch=steps, epochs=1, verbose=0)
-    bn = [layer for layer in model._flatten_layers()
-          if isinstance(layer, keras.layers.BatchNormalization)]
-    momenta = [layer.momentum for layer in bn]
-    for layer in bn:
-        layer.momentum = 0.0
-    model(next(batches())[0], training=True)
-    for layer, momentum in zip(bn, momenta, strict=True):
-        layer.momentum = momentum
-    return model
+    return demo_model.train_demo_model(steps, base_filters, batch_size=batch_size,
+                                       learning_rate=learning_rate, seed=seed)
 
 
 def localisation(model, class_names, videos, layer="local", method="gradcam"):

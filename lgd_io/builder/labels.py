@@ -90,66 +90,88 @@ def read_labels_csv(csv_path, videos_dir, *, split=None, class_names=None):
         ValueError: one line naming the file and the expected columns.
     """
     layout, column, rows = _read_rows(csv_path)
-    videos_dir = pathlib.Path(videos_dir)
+    cell = _cell_reader(csv_path, column)
+    read = _kinetics_rows if layout == "kinetics" else _path_label_rows
     parsed, missing, seen, duplicates = [], [], set(), 0
     absent = set()  # labels of rows without a video file: their classes keep their index
+    for n, label, media_id, found, reason in read(rows, column, cell,
+                                                  pathlib.Path(videos_dir), split):
+        if media_id in seen:
+            duplicates += 1
+            logging.warning("Dropping duplicate row %d of %s (%s)", n, csv_path, media_id)
+            continue
+        seen.add(media_id)
+        if found is None:
+            missing.append(reason)
+            absent.add(label)
+        else:
+            parsed.append((found[0], label, media_id, found[1], found[2]))
+    class_names = _class_names(sorted({p[1] for p in parsed} | absent), class_names, csv_path)
+    lookup = {name: i for i, name in enumerate(class_names)}
+    entries = [VideoEntry(path, lookup[lab], lab, mid, t0, t1)
+               for path, lab, mid, t0, t1 in parsed]
+    return LabelsTable(entries, list(class_names), missing, duplicates)
 
+
+def _cell_reader(csv_path, column):
+    """`cell(row, name, row_number)`: the row's value in column `name` (ValueError naming the
+    row if the row is too short)."""
     def cell(row, name, n):
         if column[name] >= len(row):
             raise ValueError(f"{csv_path}: row {n} has {len(row)} columns, no `{name}`; "
                              f"expected {CSV_LAYOUTS}")
         return row[column[name]]
 
-    if layout == "kinetics":
-        index = {}
-        for p in sorted(videos_dir.rglob("*")):
-            if p.suffix.lower() in VIDEO_EXTENSIONS:
-                index.setdefault(p.stem, p)
-        for n, row in rows:
-            if split is not None and "split" in column and cell(row, "split", n) != split:
-                continue
-            label, yid = cell(row, "label", n), cell(row, "youtube_id", n)
-            t0 = _kinetics_time(cell(row, "time_start", n), "time_start", n)
-            t1 = _kinetics_time(cell(row, "time_end", n), "time_end", n)
-            media_id = f"{yid}_{int(round(t0)):06d}_{int(round(t1)):06d}"
-            if media_id in seen:
-                duplicates += 1
-                logging.warning("Dropping duplicate row %d of %s (%s)", n, csv_path, media_id)
-                continue
-            seen.add(media_id)
-            if media_id in index:
-                parsed.append((str(index[media_id]), label, media_id, None, None))
-            elif yid in index:
-                parsed.append((str(index[yid]), label, media_id, t0, t1))
-            else:
-                missing.append((media_id, "no video file found"))
-                absent.add(label)
-    else:
-        for n, row in rows:
-            relative, label = cell(row, "path", n), cell(row, "label", n)
-            media_id = pathlib.PurePosixPath(relative.replace(os.sep, "/")).with_suffix("")
-            media_id = str(media_id)
-            if media_id in seen:
-                duplicates += 1
-                logging.warning("Dropping duplicate row %d of %s (%s)", n, csv_path, media_id)
-                continue
-            seen.add(media_id)
-            path = videos_dir / relative
-            if not path.exists():
-                missing.append((str(path), "no such file"))
-                absent.add(label)
-                continue
-            parsed.append((str(path), label, media_id, None, None))
-    labels = sorted({p[1] for p in parsed} | absent)
+    return cell
+
+
+def _kinetics_rows(rows, column, cell, videos_dir, split):
+    """(row number, label, media id, (path, t0, t1) or None, (name, reason) of a missing
+    file) of each Kinetics row of `split`: the trimmed `<media id>.<ext>` (t0, t1 None), else
+    the untrimmed `<youtube_id>.<ext>` with the row's times, found anywhere under videos_dir."""
+    index = {}
+    for p in sorted(videos_dir.rglob("*")):
+        if p.suffix.lower() in VIDEO_EXTENSIONS:
+            index.setdefault(p.stem, p)
+    for n, row in rows:
+        if split is not None and "split" in column and cell(row, "split", n) != split:
+            continue
+        label, yid = cell(row, "label", n), cell(row, "youtube_id", n)
+        t0 = _kinetics_time(cell(row, "time_start", n), "time_start", n)
+        t1 = _kinetics_time(cell(row, "time_end", n), "time_end", n)
+        media_id = f"{yid}_{int(round(t0)):06d}_{int(round(t1)):06d}"
+        if media_id in index:
+            yield n, label, media_id, (str(index[media_id]), None, None), None
+        elif yid in index:
+            yield n, label, media_id, (str(index[yid]), t0, t1), None
+        else:
+            yield n, label, media_id, None, (media_id, "no video file found")
+
+
+def _path_label_rows(rows, column, cell, videos_dir, split):
+    """(row number, label, media id, (path, None, None) or None, (path, reason) of a missing
+    file) of each `path,label` row; the media id is the path without its extension."""
+    del column, split  # a `path,label` CSV has no split column
+    for n, row in rows:
+        relative, label = cell(row, "path", n), cell(row, "label", n)
+        media_id = str(pathlib.PurePosixPath(relative.replace(os.sep, "/")).with_suffix(""))
+        path = videos_dir / relative
+        if path.exists():
+            yield n, label, media_id, (str(path), None, None), None
+        else:
+            yield n, label, media_id, None, (str(path), "no such file")
+
+
+def _class_names(labels, class_names, csv_path):
+    """`class_names` (ValueError if a label is not in it), else the sorted labels, or
+    "0".."max" when every label is an integer."""
     if class_names is None:
         if labels and all(x.isdigit() for x in labels):
             class_names = [str(i) for i in range(max(int(x) for x in labels) + 1)]
         else:
             class_names = labels
-    lookup = {name: i for i, name in enumerate(class_names)}
-    unknown = [x for x in labels if x not in lookup]
+    known = set(class_names)
+    unknown = [x for x in labels if x not in known]
     if unknown:
         raise ValueError(f"Labels not in class_names: {unknown[:5]}. Received CSV: {csv_path}")
-    entries = [VideoEntry(path, lookup[lab], lab, mid, t0, t1)
-               for path, lab, mid, t0, t1 in parsed]
-    return LabelsTable(entries, list(class_names), missing, duplicates)
+    return class_names

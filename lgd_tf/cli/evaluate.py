@@ -26,6 +26,7 @@ from absl import flags
 
 from lgd_tf.cli import precise_bn
 from lgd_tf.cli.command import Command, define_gin_flags
+from lgd_tf.cli.shared_flags import define_fusion_flags
 
 PROGRAM = "lgd_tf.evaluate"
 
@@ -39,11 +40,9 @@ def define_flags(fv):
                       "the last finished).", flag_values=fv)
     flags.DEFINE_string("output_dir", None, "write the results here instead of into the run "
                         "folder (works while the run is training).", flag_values=fv)
-    flags.DEFINE_string("fuse_with", None, "another evaluated model_dir (e.g. the flow "
-                        "stream) whose per-video scores are late-fused with these (Sec. 5.5).",
-                        flag_values=fv)
-    flags.DEFINE_float("fusion_weight", 0.5, "weight of the flow stream in the fusion.",
-                       flag_values=fv)
+    define_fusion_flags(fv, "another evaluated model_dir (e.g. the flow stream) whose "
+                        "per-video scores are late-fused with these (Sec. 5.5).",
+                        module_name=__name__)
     precise_bn.define_flags(fv)
 
 

@@ -56,14 +56,14 @@ from absl import flags
 from lgd_io.errors import BadInput
 from lgd_tf.cli import precise_bn
 from lgd_tf.cli.command import Command
+from lgd_tf.cli.shared_flags import SAMPLING, define_sampling_flags
 from lgd_tf.serving import export as export_lib
 from lgd_tf.serving import litert, module
 from lgd_tf.serving.export import describe_sampling, export_model
 
 PROGRAM = "lgd_tf.export"
 # Flags of the evaluation sampling; given, they override the run's.
-SAMPLING_FLAGS = ("model_type", "num_clips", "num_crops", "short_side", "temporal_stride",
-                  "short_video")
+SAMPLING_FLAGS = tuple(SAMPLING)
 
 
 def define_flags(fv):
@@ -74,29 +74,22 @@ def define_flags(fv):
     flags.DEFINE_integer("version", 1, "TF Serving version subdirectory.", flag_values=fv)
     flags.DEFINE_integer("top_k", 5, "number of top classes the signatures return.",
                          flag_values=fv)
-    flags.DEFINE_enum("model_type", None, ["3d", "2d"], "sampling of the in-graph evaluation "
-                      "views; default: the run's, else from the model.", flag_values=fv)
-    flags.DEFINE_integer("num_clips", None, "clips (3D) / frame tuples (2D) per video; "
-                         "default: the run's, else 15 / 10 (Sec. 5.2).", flag_values=fv)
-    flags.DEFINE_integer("num_crops", None, "1 (whole frame) or 3 crops per clip; default: "
-                         "the run's, else 1.", flag_values=fv)
-    flags.DEFINE_integer("short_side", None, "frames resized to this shorter side; default: "
-                         "the run's, else 120 / 240 (Sec. 5.2).", flag_values=fv)
-    flags.DEFINE_integer("temporal_stride", None, "3D: every n-th frame in a clip (as in "
-                         "training); default: the run's, else 1.", flag_values=fv)
-    flags.DEFINE_enum("short_video", None, ["loop", "pad"], "videos shorter than a clip: "
-                      "indices wrap around or the last frame repeats; default: the run's, "
-                      "else loop.", flag_values=fv)
+    define_sampling_flags(fv, {
+        "model_type": "the run's, else from the model",
+        "num_clips": "the run's, else 15 / 10 (Sec. 5.2)",
+        "num_crops": "the run's, else 1",
+        "short_side": "the run's, else 120 / 240 (Sec. 5.2)",
+        "temporal_stride": "the run's, else 1",
+        "short_video": "the run's, else loop"}, module_name=__name__)
     flags.DEFINE_enum("format", "saved_model", list(export_lib.FORMATS), "saved_model (TF "
                       "Serving), litert (.tflite) or onnx (.onnx).", flag_values=fv)
     flags.DEFINE_enum("quantize", None, list(litert.QUANTIZATIONS), "litert only: float16 "
                       "weights or dynamic-range int8; default float32.", flag_values=fv)
-    flags.DEFINE_integer("crop_size", None, "litert / onnx: square input size; default the "
-                         "run's training crop size, else 112 (3D) / 224 (2D).", flag_values=fv)
-    flags.DEFINE_integer("input_height", None, "litert / onnx: input height (overrides "
-                         "--crop_size).", flag_values=fv)
-    flags.DEFINE_integer("input_width", None, "litert / onnx: input width (overrides "
-                         "--crop_size).", flag_values=fv)
+    for name, what in (("crop_size", "square input size; default the run's training crop "
+                         "size, else 112 (3D) / 224 (2D)"),
+                       ("input_height", "input height (overrides --crop_size)"),
+                       ("input_width", "input width (overrides --crop_size)")):
+        flags.DEFINE_integer(name, None, f"litert / onnx: {what}.", flag_values=fv)
     flags.DEFINE_string("eval_pattern", None, "litert / onnx: TFRecord glob of an evaluation "
                         "set; prints the top-1 of the exported and of the Keras model on it "
                         "(views sampled as the export's sampling, centre-cropped to the "

@@ -47,11 +47,11 @@ from absl import flags
 
 from lgd_io.errors import BadInput, one_line
 from lgd_tf.cli.command import Command
+from lgd_tf.cli.shared_flags import define_fusion_flags, define_sampling_flags
 from lgd_tf.inference.predict import (
     format_text,
     predict_video,
 )
-from lgd_tf.runs import fusion
 
 PROGRAM = "lgd_tf.predict"
 
@@ -62,17 +62,10 @@ def define_flags(fv):
     flags.DEFINE_string("video", None, "video file to classify.", flag_values=fv)
     flags.DEFINE_integer("top_k", 5, "number of labels printed.", flag_values=fv)
     flags.DEFINE_bool("json", False, "print one JSON object instead of text.", flag_values=fv)
-    flags.DEFINE_string("fuse_with", None, "second model (e.g. the flow stream) for "
-                        "two-stream late fusion (Sec. 5.5).", flag_values=fv)
-    flags.DEFINE_float("fusion_weight", fusion.DEFAULT_FLOW_WEIGHT, "w in (1 - w) * rgb + w "
-                       "* flow.", flag_values=fv)
-    flags.DEFINE_integer("num_clips", None, "views per video (default: the recorded "
-                         "sampling).", flag_values=fv)
-    flags.DEFINE_integer("num_crops", None, "1 or 3 crops per view (default: the "
-                         "recorded sampling).",
-                         flag_values=fv)
-    flags.DEFINE_integer("short_side", None, "shorter side the frames are resized to "
-                         "(default: the recorded sampling).", flag_values=fv)
+    define_fusion_flags(fv, "second model (e.g. the flow stream) for two-stream late fusion "
+                        "(Sec. 5.5).", module_name=__name__)
+    define_sampling_flags(fv, dict.fromkeys(("num_clips", "num_crops", "short_side"),
+                                            "the recorded sampling"), module_name=__name__)
     flags.DEFINE_string("timeline", None, "write PREFIX.csv and PREFIX.png: scores of a window "
                         "slid over the video.", flag_values=fv)
     flags.DEFINE_integer("window_stride", None, "with --timeline: frames between window "

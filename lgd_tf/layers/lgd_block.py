@@ -6,6 +6,7 @@ import threading
 import keras
 from keras import ops
 
+from lgd_tf.layers import arguments
 from lgd_tf.layers.low_rank import LowRankDense
 
 VARIANTS = ("lgd", "v1", "v2")
@@ -92,13 +93,9 @@ class LGDBlock(keras.layers.Layer):
                  kernel_initializer="glorot_uniform", projection_bias=False,
                  pool_block_input=False, **kwargs):
         super().__init__(**kwargs)
-        if variant not in VARIANTS:
-            raise ValueError(f"`variant` must be one of {VARIANTS}. Received: {variant!r}")
-        if int(rank_ratio) < 1:
-            raise ValueError(f"`rank_ratio` must be >= 1. Received: {rank_ratio}")
-        if isinstance(local_unit, dict):
-            local_unit = keras.saving.deserialize_keras_object(local_unit)
-        self.local_unit = local_unit
+        arguments.check_one_of("variant", variant, VARIANTS)
+        arguments.check_at_least_one("rank_ratio", rank_ratio)
+        self.local_unit = arguments.deserialized(local_unit)
         self.rank_ratio = int(rank_ratio)
         self.variant = variant
         self.zero_init_global_residual = bool(zero_init_global_residual)

@@ -5,7 +5,7 @@ import json
 import keras
 from keras import ops
 
-from lgd_tf.layers import LocalGlobalSketch
+from lgd_tf.layers import LocalGlobalSketch, arguments
 
 HEADS = ("stage1", "stage2")
 
@@ -36,12 +36,9 @@ class LGDClassifier(keras.Model):
 
     def __init__(self, backbone, num_classes, head="stage2", sketch_dim=8192, sketch_seed=0,
                  sketch_signed_sqrt_l2=True, video_spec=None, **kwargs):
-        if head not in HEADS:
-            raise ValueError(f"`head` must be one of {HEADS} or None. Received: {head!r}")
-        if int(num_classes) < 1:
-            raise ValueError(f"`num_classes` must be positive. Received: {num_classes}")
-        if isinstance(backbone, dict):
-            backbone = keras.saving.deserialize_keras_object(backbone)
+        arguments.check_one_of("head", head, HEADS, allowed=f"{HEADS} or None")
+        arguments.check_at_least_one("num_classes", num_classes, wording="positive")
+        backbone = arguments.deserialized(backbone)
         if backbone.name != "backbone":
             raise ValueError(f"The backbone must be named 'backbone'. Received: {backbone.name}")
         inputs = keras.Input(backbone.input.shape[1:], name="pixels")

@@ -140,21 +140,10 @@ def export_model(model_dir_or_keras_path, export_dir, *, version=1, class_names=
     _check_is_a_folder(export_dir)
     if format == "saved_model":
         _new_version_dir(export_dir, version)  # before the slow part; again under the lock
-    if isinstance(model_dir_or_keras_path, (str, pathlib.Path)):
-        if source is None:
-            source = spec.resolve(model_dir_or_keras_path, flag="--model_dir", gradients=True)
-        model, names_on_disk, _ = loading.load_keras_model(source.file)
-        source = spec.with_model(source, model)
-    else:
-        model = model_dir_or_keras_path
-        names_on_disk = loading.read_class_names(None, module.num_classes(model))
-        source = spec.ModelSource("keras", None, "", video_spec=video_spec)
+    model, names_on_disk, source = _load_model(model_dir_or_keras_path, source, video_spec)
     if prepare_model is not None:
         prepare_model(model, source)
-    class_names = [str(c) for c in class_names] if class_names is not None else names_on_disk
-    if len(class_names) != module.num_classes(model):
-        raise BadInput(f"{len(class_names)} class names for a model of "
-                       f"{module.num_classes(model)} classes")
+    class_names = _class_names(model, class_names, names_on_disk)
     sampling, origin = spec.sampling_for(
         source, model, model_type=model_type, num_clips=num_clips, num_crops=num_crops,
         short_side=short_side, temporal_stride=temporal_stride, short_video=short_video)
@@ -181,6 +170,29 @@ def export_model(model_dir_or_keras_path, export_dir, *, version=1, class_names=
         raise
     return ExportResult(version_dir, keras_path, sampling, tuple(class_names),
                         sampling_from=origin)
+
+
+def _load_model(model_dir_or_keras_path, source, video_spec):
+    """(model, class names read from disk, resolved `spec.ModelSource`) of a run folder or
+    `.keras` path (resolved here unless `source` is given), or of an in-memory model."""
+    if isinstance(model_dir_or_keras_path, (str, pathlib.Path)):
+        if source is None:
+            source = spec.resolve(model_dir_or_keras_path, flag="--model_dir", gradients=True)
+        model, names_on_disk, _ = loading.load_keras_model(source.file)
+        return model, names_on_disk, spec.with_model(source, model)
+    model = model_dir_or_keras_path
+    names_on_disk = loading.read_class_names(None, module.num_classes(model))
+    return model, names_on_disk, spec.ModelSource("keras", None, "", video_spec=video_spec)
+
+
+def _class_names(model, class_names, names_on_disk):
+    """The class names exported: `class_names` if given, else those read from disk; BadInput
+    unless there is one per class of the model."""
+    class_names = [str(c) for c in class_names] if class_names is not None else names_on_disk
+    if len(class_names) != module.num_classes(model):
+        raise BadInput(f"{len(class_names)} class names for a model of "
+                       f"{module.num_classes(model)} classes")
+    return class_names
 
 
 def _new_version_dir(export_dir, version):

@@ -132,6 +132,46 @@ def evaluate_video_level(model_dir, sources, model=None, stage=None, *, batch_si
                             "--gin_bindings=\"EVAL_PATTERN='/data/val-*'\")")
     if model is None:
         model, stage = load_stage_model(model_dir, stage)
+    dataset = _eval_data(model, sources, batch_size, data_fn)
+    started = time.perf_counter()
+    scores, labels, media_ids, num_views = _score_videos(model, dataset, sources.eval_pattern)
+    _check_media_ids(media_ids, sources.eval_pattern, fuse_with)
+    modality = fusion.modality_of(model)
+    video_scores = scores
+    if fuse_with:
+        try:
+            scores = fusion.fuse_with_model_dir(media_ids, scores, sources.class_names, modality,
+                                                fuse_with, fusion_weight)
+        except (ValueError, KeyError) as error:
+            raise TrainingError(f"--fuse_with: {error}") from None
+    predictions = np.argmax(scores, axis=-1)
+    matrix = metrics.confusion_matrix(labels, predictions, sources.num_classes)
+    results = _results(stage, scores, labels, matrix, num_views, sources)
+    results["seconds"] = round(time.perf_counter() - started, 2)
+    if step is not None:
+        results["step"] = int(step)
+    if fuse_with:
+        results.update(fused_with=fuse_with, fusion_weight=fusion_weight)
+    figure = None
+    if write_files:
+        figure = _confusion_figure(results, matrix, sources.class_names)
+        _write_outputs(output_dir or model_dir, output_flag, {
+            run_folder.EVAL_RESULTS: json.dumps(results, indent=2, sort_keys=True) + "\n",
+            run_folder.CONFUSION_CSV: metrics.confusion_csv(matrix, sources.class_names),
+            run_folder.CONFUSION_PNG: figure,
+            run_folder.EVAL_PREDICTIONS: _predictions_csv(media_ids, labels, predictions,
+                                                          scores),
+            run_folder.EVAL_SCORES: _video_scores_npz(media_ids, video_scores,
+                                                      sources.class_names, modality),
+        })
+    if summary_dir is not None:
+        write_summaries(summary_dir, step or 0, results, figure)
+    return results
+
+
+def _eval_data(model, sources, batch_size, data_fn):
+    """The eval dataset of `sources` (default `lgd_tf.data.eval_dataset`), after checking that
+    the model has the data's number of classes."""
     outputs_k = model.output["combined" if "combined" in model.output else "global"].shape[-1]
     if outputs_k != sources.num_classes:
         raise TrainingError(f"the model has {outputs_k} classes but the data has "
@@ -140,11 +180,15 @@ def evaluate_video_level(model_dir, sources, model=None, stage=None, *, batch_si
     names = label_check_names(sources.class_names)
     extra = {} if names is None else {"class_names": names}
     try:
-        dataset = data_fn(sources.eval_pattern, batch_size, num_classes=sources.num_classes,
-                          **extra)
+        return data_fn(sources.eval_pattern, batch_size, num_classes=sources.num_classes,
+                       **extra)
     except ValueError as error:
         raise TrainingError(f"eval data: {error}") from None
-    started = time.perf_counter()
+
+
+def _score_videos(model, dataset, pattern):
+    """(video scores (N, K), labels (N,), media ids, views per video) of every video in
+    `dataset`; a bad record or views that do not fit the model raise one-line errors."""
     scores, labels, media_ids, num_views = [], [], [], 0
     try:
         for views, batch_labels, batch_ids in dataset:
@@ -159,35 +203,34 @@ def evaluate_video_level(model_dir, sources, model=None, stage=None, *, batch_si
             raise
         raise TrainingError(line) from None
     except tf.errors.DataLossError as error:
-        raise TrainingError(f"eval data {sources.eval_pattern}: {one_line(error)}") from None
+        raise TrainingError(f"eval data {pattern}: {one_line(error)}") from None
     except ValueError as error:  # the views the config samples do not fit the model
-        raise TrainingError(f"the eval clips of {sources.eval_pattern} do not fit the model "
+        raise TrainingError(f"the eval clips of {pattern} do not fit the model "
                             f"(input {tuple(model.input.shape)}): {one_line(error)}; give the "
                             "evaluation the model's num_frames and modality") from None
     if not scores:
-        raise TrainingError(f"the eval data set is empty ({sources.eval_pattern})")
-    scores, labels = np.concatenate(scores), np.concatenate(labels)
-    try:  # repeated ids are refused; records without one are only warned about
-        missing = fusion.count_missing_media_ids(media_ids, sources.eval_pattern)
+        raise TrainingError(f"the eval data set is empty ({pattern})")
+    return np.concatenate(scores), np.concatenate(labels), media_ids, num_views
+
+
+def _check_media_ids(media_ids, pattern, fuse_with):
+    """Repeated media ids are refused; records without one are only warned about (once per
+    pattern: evaluations during training repeat)."""
+    try:
+        missing = fusion.count_missing_media_ids(media_ids, pattern)
     except ValueError as error:
         raise TrainingError(str(error)) from None
-    if missing and not fuse_with and sources.eval_pattern not in _WARNED:
-        _WARNED.add(sources.eval_pattern)  # once per pattern (evaluations during training)
+    if missing and not fuse_with and pattern not in _WARNED:
+        _WARNED.add(pattern)
         warn(f"{missing} of {len(media_ids)} eval records have no clip/media_id: "
              f"{run_folder.EVAL_PREDICTIONS} cannot name them and --fuse_with cannot match "
              "them")
-    modality = fusion.modality_of(model)
-    video_scores = scores
-    if fuse_with:
-        try:
-            scores = fusion.fuse_with_model_dir(media_ids, scores, sources.class_names, modality,
-                                                fuse_with, fusion_weight)
-        except (ValueError, KeyError) as error:
-            raise TrainingError(f"--fuse_with: {error}") from None
-    predictions = np.argmax(scores, axis=-1)
-    matrix = metrics.confusion_matrix(labels, predictions, sources.num_classes)
+
+
+def _results(stage, scores, labels, matrix, num_views, sources):
+    """The results dict: top-1, top-5, mean and per-class accuracy, videos per class."""
     accuracy = metrics.per_class_accuracy(matrix)
-    results = {
+    return {
         "stage": stage,
         "num_videos": int(len(labels)),
         "views_per_video": int(num_views),
@@ -199,29 +242,14 @@ def evaluate_video_level(model_dir, sources, model=None, stage=None, *, batch_si
         "videos_per_class": {name: int(n) for name, n in
                              zip(sources.class_names, matrix.sum(axis=1), strict=True)},
         "eval_pattern": sources.eval_pattern,
-        "seconds": round(time.perf_counter() - started, 2),
     }
-    if step is not None:
-        results["step"] = int(step)
-    if fuse_with:
-        results.update(fused_with=fuse_with, fusion_weight=fusion_weight)
-    figure = None
-    if write_files:
-        title = (f"{stage or 'model'}: video-level top-1 {100 * results['top1']:.1f}% "
-                 f"({results['num_videos']} videos)")
-        figure = metrics.confusion_figure_png(matrix, sources.class_names, title=title)
-        _write_outputs(output_dir or model_dir, output_flag, {
-            run_folder.EVAL_RESULTS: json.dumps(results, indent=2, sort_keys=True) + "\n",
-            run_folder.CONFUSION_CSV: metrics.confusion_csv(matrix, sources.class_names),
-            run_folder.CONFUSION_PNG: figure,
-            run_folder.EVAL_PREDICTIONS: _predictions_csv(media_ids, labels, predictions,
-                                                          scores),
-            run_folder.EVAL_SCORES: _video_scores_npz(media_ids, video_scores,
-                                                      sources.class_names, modality),
-        })
-    if summary_dir is not None:
-        write_summaries(summary_dir, step or 0, results, figure)
-    return results
+
+
+def _confusion_figure(results, matrix, class_names):
+    """The confusion matrix as a PNG, titled with the stage and the top-1."""
+    title = (f"{results['stage'] or 'model'}: video-level top-1 {100 * results['top1']:.1f}% "
+             f"({results['num_videos']} videos)")
+    return metrics.confusion_figure_png(matrix, class_names, title=title)
 
 
 def _video_scores_npz(media_ids, scores, class_names, modality):

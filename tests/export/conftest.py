@@ -11,6 +11,7 @@ import pytest
 
 import lgd_tf
 from lgd_tf.data import video
+from tests.export.demo_model import recalibrate_batch_norm
 
 CLASS_NAMES = ["dark", "bright"]
 NUM_FRAMES = 4
@@ -35,19 +36,6 @@ def bright_or_dark_clips(rng, labels, size=(32, 32), channels=3):
     levels = np.where(labels == 1, 150, 20) + rng.integers(0, 81, len(labels))
     noise = rng.integers(-10, 11, (len(labels), NUM_FRAMES, *size, channels))
     return np.clip(levels[:, None, None, None, None] + noise, 0, 255).astype(np.uint8)
-
-
-def recalibrate_batch_norm(model, clips):
-    """Sets every BatchNormalization's moving statistics to those of `clips` (one batch with
-    momentum 0), so inference after a few dozen training steps uses the right statistics."""
-    layers = [layer for layer in model._flatten_layers()
-              if isinstance(layer, keras.layers.BatchNormalization)]
-    momenta = [layer.momentum for layer in layers]
-    for layer in layers:
-        layer.momentum = 0.0
-    model(clips.astype("float32"), training=True)
-    for layer, momentum in zip(layers, momenta, strict=True):
-        layer.momentum = momentum
 
 
 def write_video(path, frames, fps=8, codec="mpeg4"):

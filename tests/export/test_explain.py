@@ -13,11 +13,12 @@ from PIL import Image
 import lgd_tf
 from lgd_tf import explain as explain_command
 from lgd_tf.analysis import explain, grad_cam, rendering
+from lgd_tf.cli import explain as explain_cli
 from lgd_tf.data import demo
-from tests.export.conftest import recalibrate_batch_norm, write_video
+from tests.export.conftest import write_video
+from tests.export.demo_model import NUM_FRAMES, train_demo_model
 from tests.export.digit_box import peak_in_digit_box
 
-NUM_FRAMES = 8  # the model's clip length; the demo videos have 16 frames of 64 x 64
 TRAIN_STEPS = 150
 BATCH = 16
 # Where the Grad-CAM peak falls on 12 held-out demo videos (192 frames) for this model (150
@@ -37,30 +38,12 @@ MIN_RES3_STEP = 0.65
 MIN_RES2_GRADCAM_PP = 0.8
 
 
-def train_demo_model(model_dir):
+def write_demo_model_dir(model_dir):
     """Writes model_dir (stage1.keras + class_names.txt) of a tiny stage-1 LGD-3D (4 base
     filters, one unit per stage, 8 frames of 64 x 64) trained with Adam for 150 steps on
     8-frame clips of 192 demo videos, then BN statistics recalibrated."""
-    keras.utils.set_random_seed(0)
-    videos = demo.labelled_videos("train", 16, seed=1)
-    frames = np.stack([v[0] for v in videos])
-    labels = np.array([v[1] for v in videos], np.int32)
-    model = lgd_tf.models.lgd3d(num_classes=len(demo.CLASS_NAMES), head="stage1",
-                                num_frames=NUM_FRAMES, stage_blocks=(1, 1, 1, 1),
-                                base_filters=4, sketch_dim=64)
-    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss={"local": loss, "global": loss})
-    rng = np.random.default_rng(0)
-
-    def batches():
-        while True:
-            index = rng.integers(0, len(frames), BATCH)
-            starts = rng.integers(0, demo.NUM_FRAMES - NUM_FRAMES + 1, BATCH)
-            clips = frames[index[:, None], starts[:, None] + np.arange(NUM_FRAMES)]
-            yield clips.astype("float32"), {"local": labels[index], "global": labels[index]}
-
-    model.fit(batches(), steps_per_epoch=TRAIN_STEPS, epochs=1, verbose=0)
-    recalibrate_batch_norm(model, next(batches())[0])
+    model = train_demo_model(TRAIN_STEPS, base_filters=4, batch_size=BATCH, learning_rate=3e-3,
+                             seed=0)
     model.save(model_dir / "stage1.keras")
     (model_dir / "class_names.txt").write_text("\n".join(demo.CLASS_NAMES) + "\n")
 
@@ -84,7 +67,7 @@ def demo_model_dir(tmp_path_factory):
             time.sleep(1.0)
         return model_dir
     try:
-        train_demo_model(model_dir)
+        write_demo_model_dir(model_dir)
     except BaseException:
         failed.touch()
         raise
@@ -161,7 +144,7 @@ def test_cam_from_gradients_matches_numpy(method):
     if method == "gradcam":  # negative mean gradients: the ReLU clips some positions
         assert (expected == 0).any()
     np.testing.assert_allclose(cam, expected, rtol=1e-5, atol=1e-6)
-    assert explain_command.METHODS == grad_cam.METHODS
+    assert explain_cli.METHODS == grad_cam.METHODS
 
 
 def test_grad_cam_of_one_clip_is_a_map_in_0_1_per_frame(demo_model):

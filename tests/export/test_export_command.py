@@ -6,6 +6,7 @@ import errno
 import json
 import pathlib
 import shutil
+import sys
 
 import keras
 import pytest
@@ -66,7 +67,8 @@ def test_help_shows_the_usage_and_the_flags_and_exits_0(command, first_line, fla
     assert out.startswith(first_line) and err == ""
     assert "Exit codes: 0" in out and "\nFlags:\n" in out
     usage, flag_help = out.split("\nFlags:\n")
-    assert usage.strip() == command.__doc__.strip()
+    body = sys.modules[command.COMMAND.main.__module__]  # lgd_tf.cli.<command>
+    assert usage.strip() == body.__doc__.strip()
     for flag in flags:
         assert f"--{flag}:" in flag_help or f"--[no]{flag}:" in flag_help, flag
 
