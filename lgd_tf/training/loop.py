@@ -197,8 +197,9 @@ def run_stage(config, model, strategy, *, evaluate_fn=None, stop=None):
         step += 1
         votes = stats.pop("stop")
         loss = sum(v for k, v in stats.items() if k.startswith("loss/")) / stats["count"]
+        done = hooks.Step(step, stats, loss, votes)
         for hook in stage.all:
-            hook.after_step(hooks.Step(step, stats, loss, votes))
+            hook.after_step(done)
     seconds = time.perf_counter() - started
     for hook in stage.all:
         hook.end(step)
