@@ -5,45 +5,37 @@ combination classifier. The loss is whichever softmax cross-entropies the model'
 (`{"global", "local"}` or `{"combined"}`), plus L2 weight decay (Caffe style, 0.5 * wd * |W|^2
 on every kernel) when `weight_decay` > 0.
 
-Checkpoints (`tf.train.CheckpointManager`: model, optimizer with its step counter, optionally
-the input pipeline's position) are written every `checkpoint_every_steps` steps and at the end;
-TensorFlow writes them to temporary names and renames, so a run killed at any moment (SIGKILL
-included) resumes from the last saved step with the same command. A stop request (the commands
-set it on SIGTERM / SIGINT) saves a checkpoint at the current step first; under
-MultiWorkerMirroredStrategy the workers agree on it inside the step, so all of them stop at the
-same step. With `eval_every_steps`, the video-level evaluation runs during training, its
-scalars go to `stage_dir/eval/` and the checkpoint with the best eval top-1 is kept in
-`stage_dir/best/` beside the latest ones.
+`fit_stage` (the gin entry point) builds a `StageConfig` (`stage_config`) and calls
+`run_stage`: optimizer steps, each followed by the hooks of `lgd_tf.training.hooks`, one job
+each. Checkpoints (`tf.train.CheckpointManager`: model, optimizer with its step counter,
+optionally the input pipeline's position) are written every `checkpoint_every_steps` steps and
+at the end; TensorFlow writes them to temporary names and renames, so a run killed at any
+moment (SIGKILL included) resumes from the last saved step with the same command. A stop
+request (the commands set it on SIGTERM / SIGINT) saves a checkpoint at the current step
+first; under MultiWorkerMirroredStrategy the workers agree on it inside the step, so all of
+them stop at the same step. With `eval_every_steps`, the video-level evaluation runs during
+training, its scalars go to `stage_dir/eval/` and the checkpoint with the best eval top-1 is
+kept in `stage_dir/best/` beside the latest ones.
 """
 
 import collections
-import contextlib
+import functools
 import inspect
-import json
 import os
 import re
-import shutil
 import sys
 import time
 
 import keras
-import numpy as np
 import tensorflow as tf
 from absl import logging
 
 from lgd_tf import data
 from lgd_tf.models import class_probabilities
-from lgd_tf.runs import run_folder
-from lgd_tf.training import precise_bn
+from lgd_tf.training import hooks
 from lgd_tf.training import strategy as strategy_lib
-from lgd_tf.training.errors import (
-    Interrupted,
-    RunFailure,
-    TrainingError,
-    data_error,
-    one_line,
-    warn,
-)
+from lgd_tf.training.errors import RunFailure, TrainingError, data_error, one_line, warn
+from lgd_tf.training.stage_config import StageConfig
 
 StageResult = collections.namedtuple(
     "StageResult", ["stage", "steps", "start_step", "seconds", "loss", "top1", "clips_per_second",
@@ -122,65 +114,6 @@ def _make_replica_step(model, optimizer, global_batch_size, weight_decay, num_cl
     return replica_step
 
 
-class _Progress:
-    """A progress line every `every` steps: bar, losses, top-1/top-5, lr, clips/s, ETA."""
-
-    def __init__(self, stage, total, start, global_batch, every, enabled):
-        self.stage, self.total, self.every, self.enabled = stage, total, every, enabled
-        self.global_batch = global_batch
-        self.window = collections.defaultdict(float)
-        self.window_steps = 0
-        self.window_start = time.perf_counter()
-        self.start_step = start
-        self.start = time.perf_counter()
-        self.last = {}
-
-    def update(self, step, stats, learning_rate, writer):
-        for key, value in stats.items():
-            self.window[key] += float(value)
-        self.window_steps += 1
-        if step % self.every and step != self.total:
-            return
-        elapsed = time.perf_counter() - self.window_start
-        count = max(self.window["count"], 1.0)
-        means = {k: v / count for k, v in self.window.items() if k != "count"}
-        means["loss/total"] = sum(v for k, v in means.items() if k.startswith("loss/"))
-        clips_per_second = self.window_steps * self.global_batch / max(elapsed, 1e-9)
-        self.last = dict(means, clips_per_second=clips_per_second)
-        if writer is not None:
-            scalars = dict(means, learning_rate=learning_rate, clips_per_second=clips_per_second)
-            with writer.as_default(step=step):
-                for key, value in scalars.items():
-                    tf.summary.scalar(key, value)
-        if self.enabled:
-            done = (step - self.start_step) / max(time.perf_counter() - self.start, 1e-9)
-            eta = (self.total - step) / max(done, 1e-9)
-            width = 20
-            filled = int(width * step / self.total)
-            bar = "=" * filled + (">" if filled < width else "") + "." * (width - filled - 1)
-            heads = ", ".join(f"{k[5:]} {v:.3f}" for k, v in sorted(means.items())
-                              if k.startswith("loss/") and k not in ("loss/total",))
-            print(f"{self.stage} {step:>{len(str(self.total))}}/{self.total} [{bar[:width]}] "
-                  f"loss {means['loss/total']:.4f} ({heads}) top-1 {means['top1']:.3f} "
-                  f"top-5 {means['top5']:.3f} lr {learning_rate:.3g} "
-                  f"{clips_per_second:.1f} clips/s ETA {_duration(eta)}", flush=True)
-        self.window.clear()
-        self.window_steps = 0
-        self.window_start = time.perf_counter()
-
-
-def _duration(seconds):
-    seconds = int(round(seconds))
-    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
-
-
-def _learning_rate(optimizer):
-    try:
-        return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
-    except (TypeError, ValueError, AttributeError):
-        return float("nan")
-
-
 def _check_clip_shape(stage, clip_spec, model):
     """Fails early, naming the bindings, when the data's clips do not fit the model's input."""
     per_replica = getattr(clip_spec, "_component_specs", clip_spec)  # PerReplicaSpec or not
@@ -204,31 +137,6 @@ def _lost_task(error):
     return ", ".join(sorted({f"{job} {task}" for job, task in tasks})) or "a peer"
 
 
-class _Best:
-    """The checkpoint with the best eval top-1 so far, in `stage_dir/best/` (and best.json)."""
-
-    def __init__(self, checkpoint, stage_dir, chief):
-        self.dir = os.path.join(stage_dir, "best")
-        self.record = os.path.join(self.dir, "best.json")
-        self.chief = chief
-        self.manager = tf.train.CheckpointManager(checkpoint, self.dir, max_to_keep=1)
-        self.top1, self.step = -1.0, None
-        if tf.io.gfile.exists(self.record):
-            with tf.io.gfile.GFile(self.record) as f:
-                saved = json.load(f)
-            self.top1, self.step = float(saved["top1"]), int(saved["step"])
-
-    def update(self, step, results):
-        if results["top1"] <= self.top1:
-            return False
-        self.top1, self.step = float(results["top1"]), int(step)
-        self.manager.save(checkpoint_number=step)
-        if self.chief:
-            run_folder.write_json(self.record, {"step": self.step, "top1": self.top1,
-                                                "top5": results["top5"]})
-        return True
-
-
 def fit_stage(stage, model, strategy, train_pattern, stage_dir, num_classes, *,
               train_steps=None, epochs=None, steps_per_epoch=None, batch_size=64,
               optimizer=None, weight_decay=1e-4,
@@ -238,41 +146,16 @@ def fit_stage(stage, model, strategy, train_pattern, stage_dir, num_classes, *,
               precise_bn_batches=0):
     """Trains `model` for `train_steps` optimizer steps (resuming from `stage_dir`).
 
-    Args:
-        stage: "stage1" or "stage2" (names the logs).
+    The gin entry point (`lgd_tf.training.fit_stage.<keyword>`, per stage
+    `stage1/lgd_tf.training.fit_stage.<keyword>`): the keywords are the fields of
+    `StageConfig` (documented there), which this builds before `run_stage`, except:
         model: a Keras model built in `strategy.scope()`, outputs a dict of logits.
         strategy: the `tf.distribute.Strategy`.
-        train_pattern: TFRecord glob for `data_fn`.
-        stage_dir: checkpoints and TensorBoard logs (`stage_dir/train`, `stage_dir/eval`).
-        num_classes: K (labels are checked against it by the input pipeline).
-        train_steps: total optimizer steps of the stage; or give `epochs` and
-            `steps_per_epoch` (train_steps = epochs x steps_per_epoch, rounded).
-        batch_size: global batch, split evenly over the replicas.
-        optimizer: a Keras optimizer or a factory (gin: `@keras.optimizers.SGD`); built in
-            the strategy's scope. Default SGD(0.01, momentum 0.9): the learning rate is
-            Sec. 5.2's; the paper states no momentum (0.9 is the ResNet value, He et al.).
-        weight_decay: L2 factor on every kernel (0 switches it off; the default 1e-4 is the
-            ResNet value, not stated in the paper).
-        checkpoint_every_steps, max_checkpoints: checkpoint frequency and how many are kept.
-        log_every_steps: progress line and TensorBoard summaries.
-        jit_compile: XLA for the train step (off for MirroredStrategy over CPU devices).
-        data_fn: `fn(pattern, batch_size, input_context=..., seed=..., num_classes=...)`,
-            default `lgd_tf.data.train_dataset`.
-        seed: seed of the input pipeline.
-        checkpoint_input_pipeline: also checkpoint the input iterator (same data order after
-            a resume; its state holds the shuffle buffer, so keep it off for big data).
-        eval_every_steps: run `evaluate_fn` every this many steps (None: never).
         evaluate_fn: `evaluate_fn(model, summary_dir=..., step=...)` -> dict with "top1",
-            "top5" (video-level evaluation, which also writes the eval scalars).
+            "top5" (video-level evaluation, which also writes the eval scalars), called
+            every `eval_every_steps` steps.
         stop: an object with `is_set()`; when set, a checkpoint is saved at the current step
             and `Interrupted` is raised (the object's `reason`, if any, names the signal).
-        class_names: passed to `data_fn` (label strings checked) unless None.
-        precise_bn_batches: N > 0: once the stage has reached `train_steps` (also when it
-            was already there), every BatchNorm's moving statistics are recomputed over the
-            first N global batches of a fresh `data_fn` pipeline (same settings and seed),
-            as PySlowFast's precise BN (`precise_bn.recompute_batch_norm_statistics`). The
-            checkpoints keep the moving statistics; the model returned (and saved as the
-            stage's .keras) has the precise ones. 0: off.
 
     Returns:
         StageResult.
@@ -281,75 +164,115 @@ def fit_stage(stage, model, strategy, train_pattern, stage_dir, num_classes, *,
         TrainingError: bad settings or data; RunFailure: the loss diverged, a checkpoint
         could not be written, a worker of the cluster was lost; Interrupted: `stop` was set.
     """
-    data_fn = data_fn or data.train_dataset
-    if train_steps is None:
-        if epochs is None or steps_per_epoch is None:
-            raise TrainingError(f"{stage}: set fit_stage.train_steps, or fit_stage.epochs and "
-                                "fit_stage.steps_per_epoch")
-        train_steps = round(float(epochs) * int(steps_per_epoch))
-    train_steps = int(train_steps)
-    if train_steps < 0:
-        raise TrainingError(f"{stage}: train_steps must be >= 0. Received: {train_steps}")
-    if eval_every_steps is not None and int(eval_every_steps) < 1:
-        raise TrainingError(f"{stage}: fit_stage.eval_every_steps must be >= 1 or None. "
-                            f"Received: {eval_every_steps}")
-    if int(precise_bn_batches) < 0:
-        raise TrainingError(f"{stage}: fit_stage.precise_bn_batches must be >= 0. Received: "
-                            f"{precise_bn_batches}")
-    replicas = strategy.num_replicas_in_sync
-    if batch_size % replicas:
-        raise TrainingError(f"{stage}: the global batch {batch_size} does not split over "
-                            f"{replicas} replicas.")
+    config = StageConfig(
+        stage, train_pattern, stage_dir, num_classes, train_steps=train_steps, epochs=epochs,
+        steps_per_epoch=steps_per_epoch, batch_size=batch_size, optimizer=optimizer,
+        weight_decay=weight_decay, checkpoint_every_steps=checkpoint_every_steps,
+        max_checkpoints=max_checkpoints, log_every_steps=log_every_steps,
+        jit_compile=jit_compile, data_fn=data_fn, seed=seed,
+        checkpoint_input_pipeline=checkpoint_input_pipeline, eval_every_steps=eval_every_steps,
+        class_names=class_names, precise_bn_batches=precise_bn_batches)
+    return run_stage(config, model, strategy, evaluate_fn=evaluate_fn, stop=stop)
+
+
+def run_stage(config, model, strategy, *, evaluate_fn=None, stop=None):
+    """The loop of one stage (Sec. 4.3): optimizer steps until `config.train_steps`, each
+    followed by the hooks (`lgd_tf.training.hooks`: loss check, progress, stop signal,
+    checkpoint, evaluation), and their `end` at the last step (precise BatchNorm statistics,
+    summaries closed). Arguments and errors as `fit_stage`; returns a `StageResult`."""
+    run = _prepare(config, model, strategy)
+    precise = hooks.PreciseBatchNorm(config.stage, model, strategy, run.dataset_fn,
+                                     config.precise_bn_batches, config.batch_size, run.chief)
+    step = run.start_step
+    if step >= config.train_steps:  # already trained: only the end of the stage
+        precise.end(step)
+        return StageResult(config.stage, step, step, 0.0, float("nan"), float("nan"), 0.0,
+                           precise_bn_batches=precise.batches)
+    train_step = _train_step_fn(config, model, strategy, run.optimizer)
+    stage = _stage_hooks(config, model, run, precise, evaluate_fn, stop)
+    started = time.perf_counter()
+    while step < config.train_steps:
+        stats = _next_stats(config, run, train_step, stage.stop.requested(), step,
+                            stage.checkpointer.last_saved)
+        step += 1
+        votes = stats.pop("stop")
+        loss = sum(v for k, v in stats.items() if k.startswith("loss/")) / stats["count"]
+        done = hooks.Step(step, stats, loss, votes)
+        for hook in stage.all:
+            hook.after_step(done)
+    seconds = time.perf_counter() - started
+    for hook in stage.all:
+        hook.end(step)
+    return _result(config, run, step, seconds, stage.progress, precise)
+
+
+_Run = collections.namedtuple("_Run", ["chief", "multi_worker", "write_dir", "dataset_fn",
+                                       "skips", "optimizer", "iterator", "manager", "latest",
+                                       "start_step"])
+_Hooks = collections.namedtuple("_Hooks", ["all", "progress", "stop", "checkpointer"])
+
+
+def _prepare(config, model, strategy):
+    """The stage's data, optimizer and checkpoint manager, restored from the latest
+    checkpoint in `config.stage_dir` (workers other than the chief write elsewhere)."""
+    stage, replicas = config.stage, strategy.num_replicas_in_sync
+    if config.batch_size % replicas:
+        raise TrainingError(f"{stage}: the global batch {config.batch_size} does not split "
+                            f"over {replicas} replicas.")
     chief = strategy_lib.is_chief(strategy)
     multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-    write_dir = stage_dir if chief else os.path.join(
-        stage_dir, f".tmp_{strategy_lib.worker_tag(strategy)}")
-
-    extra = {} if class_names is None else {"class_names": list(class_names)}
+    write_dir = config.stage_dir if chief else os.path.join(
+        config.stage_dir, f".tmp_{strategy_lib.worker_tag(strategy)}")
+    data_fn = config.data_fn or data.train_dataset
+    extra = {} if config.class_names is None else {"class_names": list(config.class_names)}
     skips = None
     if "skip_counter" in inspect.signature(data_fn).parameters:  # counted for the summary
         with tf.device("/cpu:0"):
             skips = extra["skip_counter"] = data.SkipCounter()
-
-    def dataset_fn(input_context):
-        try:
-            return data_fn(train_pattern, batch_size, input_context=input_context, seed=seed,
-                           num_classes=num_classes, **extra)
-        except ValueError as error:
-            raise TrainingError(f"{stage}: training data: {error}") from None
-
+    dataset_fn = functools.partial(_training_data, config, data_fn, extra)
     dataset = strategy.distribute_datasets_from_function(dataset_fn)
     _check_clip_shape(stage, dataset.element_spec[0], model)
     with strategy.scope():
-        optimizer = _as_optimizer(optimizer)
+        optimizer = _as_optimizer(config.optimizer)
         if keras.mixed_precision.global_policy().name == "mixed_float16" and not isinstance(
                 optimizer, keras.optimizers.LossScaleOptimizer):
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         optimizer.build(model.trainable_variables)
         iterator = iter(dataset)
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
-    if checkpoint_input_pipeline and not multi_worker:
+    if config.checkpoint_input_pipeline and not multi_worker:
         try:
             checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, data=iterator)
         except ValueError:  # e.g. MirroredStrategy's DistributedIterator is not trackable
             if chief:
                 warn(f"{stage}: the input pipeline's position is not checkpointed under "
                      f"{type(strategy).__name__}; a resumed run draws new batches")
-    manager = tf.train.CheckpointManager(checkpoint, write_dir, max_to_keep=max_checkpoints)
-    latest = tf.train.latest_checkpoint(stage_dir)
+    manager = tf.train.CheckpointManager(checkpoint, write_dir,
+                                         max_to_keep=config.max_checkpoints)
+    latest = tf.train.latest_checkpoint(config.stage_dir)
     if latest:
-        _restore(checkpoint, latest, stage, stage_dir)
-    step = start_step = int(optimizer.iterations.numpy())
-    if chief and latest and step < train_steps:
-        print(f"{stage}: resuming from step {step} ({latest})", flush=True)
-    if step >= train_steps:
-        precise = _precise_statistics(stage, model, strategy, dataset_fn, step,
-                                      precise_bn_batches, batch_size, chief)
-        return StageResult(stage, step, start_step, 0.0, float("nan"), float("nan"), 0.0,
-                           precise_bn_batches=precise)
+        _restore(checkpoint, latest, stage, config.stage_dir)
+    start_step = int(optimizer.iterations.numpy())
+    if chief and latest and start_step < config.train_steps:
+        print(f"{stage}: resuming from step {start_step} ({latest})", flush=True)
+    return _Run(chief, multi_worker, write_dir, dataset_fn, skips, optimizer, iterator,
+                manager, latest, start_step)
 
-    replica_step = _make_replica_step(model, optimizer, batch_size, weight_decay, num_classes)
-    jit = strategy_lib.xla_allowed(strategy, jit_compile)
+
+def _training_data(config, data_fn, extra, input_context):
+    """The training pipeline of one input context (None: the whole global batch)."""
+    try:
+        return data_fn(config.train_pattern, config.batch_size, input_context=input_context,
+                       seed=config.seed, num_classes=config.num_classes, **extra)
+    except ValueError as error:
+        raise TrainingError(f"{config.stage}: training data: {error}") from None
+
+
+def _train_step_fn(config, model, strategy, optimizer):
+    """A tf.function: the next global batch through every replica; the statistics summed."""
+    replica_step = _make_replica_step(model, optimizer, config.batch_size,
+                                      config.weight_decay, config.num_classes)
+    jit = strategy_lib.xla_allowed(strategy, config.jit_compile)
     compiled_step = tf.function(replica_step, jit_compile=jit) if jit else replica_step
 
     @tf.function
@@ -359,124 +282,77 @@ def fit_stage(stage, model, strategy, train_pattern, stage_dir, num_classes, *,
         return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
                 for k, v in per_replica.items()}
 
-    writer = tf.summary.create_file_writer(os.path.join(stage_dir, "train")) if chief else None
-    best = None
-    if evaluate_fn is not None and eval_every_steps:
-        if multi_worker:
-            if chief:
-                warn(f"{stage}: fit_stage.eval_every_steps is ignored under "
-                     "MultiWorkerMirroredStrategy; evaluate the saved checkpoints with "
-                     "lgd_tf.evaluate")
-        else:
-            best = _Best(checkpoint, stage_dir, chief)
-    progress = _Progress(stage, train_steps, step, batch_size, max(1, log_every_steps), chief)
-    started = time.perf_counter()
-    last_saved = step if latest else None
-
-    def save(step):
-        try:
-            manager.save(checkpoint_number=step)
-        except (OSError, tf.errors.OpError) as error:
-            if isinstance(error, (tf.errors.FailedPreconditionError,
-                                  tf.errors.InvalidArgumentError)):
-                raise  # not the disk: something in the checkpoint cannot be saved
-            # TensorFlow's half-written shards of this checkpoint: free their space.
-            with contextlib.suppress(OSError, tf.errors.OpError):
-                tf.io.gfile.rmtree(os.path.join(write_dir, f"ckpt-{step}_temp"))
-            kept = (f"the last complete checkpoint (step {last_saved}) is kept"
-                    if last_saved is not None else "no checkpoint was written yet")
-            raise RunFailure(f"{stage}: cannot write checkpoint {step} in {write_dir}: "
-                             f"{run_folder.failure_reason(error)}; {kept}") from None
-        if writer is not None:
-            writer.flush()
-        return step
-
-    def stop_requested():
-        return bool(stop is not None and stop.is_set())
-
-    losses = []
-    while step < train_steps:
-        try:
-            stats = train_step(iterator, tf.constant(float(stop_requested())))
-            stats = {k: v.numpy() for k, v in stats.items()}
-            stop_votes = stats.pop("stop")
-        except (StopIteration, tf.errors.OutOfRangeError):
-            raise TrainingError(f"{stage}: the training data ran out at step {step} "
-                                f"({train_pattern} yields no batch of {batch_size}).") from None
-        except tf.errors.InvalidArgumentError as error:
-            line = data_error(error)  # a bad record, named by the pipeline
-            if line is None:
-                raise
-            raise TrainingError(line) from None
-        except tf.errors.DataLossError as error:
-            raise TrainingError(f"{stage}: training data {train_pattern}: "
-                                f"{one_line(error)}") from None
-        except _LOST_PEER as error:
-            if not multi_worker:
-                raise
-            kept = (f"the last checkpoint is step {last_saved}" if last_saved is not None
-                    else "no checkpoint was written yet")
-            raise RunFailure(
-                f"{stage}: lost {_lost_task(error)} of the cluster at step {step + 1} "
-                f"({type(error).__name__}); {kept}. Restart every worker with the same "
-                "command to resume") from None
-        step += 1
-        loss = sum(v for k, v in stats.items() if k.startswith("loss/")) / stats["count"]
-        if not np.isfinite(loss):
-            kept = (f"the last good checkpoint (step {last_saved}) is kept in {stage_dir}"
-                    if last_saved is not None else "no checkpoint was written yet")
-            raise RunFailure(f"{stage}: the loss is {loss} at step {step}; training stopped "
-                             f"and {kept}. Lower the learning rate or check the data.")
-        losses.append(loss)
-        progress.update(step, stats, _learning_rate(optimizer), writer)
-        if stop_votes > 0:
-            last_saved = save(step)
-            reason = getattr(stop, "reason", None) or "a stop request"
-            raise Interrupted(f"{stage}: stopped by {reason} at step {step}/{train_steps}; "
-                              f"checkpoint saved in {stage_dir}; rerun the same command to "
-                              "resume")
-        if step % max(1, checkpoint_every_steps) == 0 or step == train_steps:
-            last_saved = save(step)
-        if best is not None and step % int(eval_every_steps) == 0:
-            results = evaluate_fn(model, summary_dir=os.path.join(stage_dir, "eval"),
-                                  step=step)
-            note = ("best so far, kept in " + best.dir if best.update(step, results) else
-                    f"best {100 * best.top1:.1f}% at step {best.step}")
-            print(f"{stage}: eval at step {step}: video-level top-1 "
-                  f"{100 * results['top1']:.1f}% ({note})", flush=True)
-    seconds = time.perf_counter() - started
-    precise = _precise_statistics(stage, model, strategy, dataset_fn, step, precise_bn_batches,
-                                  batch_size, chief)
-    if writer is not None:
-        writer.close()
-    if not chief:
-        shutil.rmtree(write_dir, ignore_errors=True)
-    skipped = skips.count if skips is not None else 0
-    if skipped and chief:
-        print(f"{stage}: {skipped} bad records skipped (ignore_errors; each named above)")
-    sys.stdout.flush()
-    last = progress.last
-    return StageResult(stage, step, start_step, seconds, float(np.mean(losses[-10:])),
-                       last.get("top1", float("nan")),
-                       (step - start_step) * batch_size / max(seconds, 1e-9), skipped, precise)
+    return train_step
 
 
-def _precise_statistics(stage, model, strategy, dataset_fn, step, num_batches, batch_size,
-                        chief):
-    """Precise BN statistics of a trained stage (nothing when off or for a 0-step stage);
-    returns the number of batches used."""
-    if not num_batches or step <= 0:
-        return 0
-    started = time.perf_counter()
+def _next_stats(config, run, train_step, stop_flag, step, last_saved):
+    """Runs optimizer step `step + 1`; its statistics as NumPy values. The data's errors and
+    a lost worker of the cluster become one line."""
+    stage = config.stage
     try:
-        count = precise_bn.recompute_batch_norm_statistics(
-            model, dataset_fn(None), int(num_batches), strategy=strategy)
-    except ValueError as error:
-        raise TrainingError(f"{stage}: precise BatchNorm statistics: {one_line(error)}") from None
-    if chief:
-        print(f"{stage}: precise BatchNorm statistics from {count} training batches of "
-              f"{batch_size} clips ({time.perf_counter() - started:.1f}s)", flush=True)
-    return count
+        stats = train_step(run.iterator, tf.constant(stop_flag))
+        return {k: v.numpy() for k, v in stats.items()}
+    except (StopIteration, tf.errors.OutOfRangeError):
+        raise TrainingError(f"{stage}: the training data ran out at step {step} "
+                            f"({config.train_pattern} yields no batch of "
+                            f"{config.batch_size}).") from None
+    except tf.errors.InvalidArgumentError as error:
+        line = data_error(error)  # a bad record, named by the pipeline
+        if line is None:
+            raise
+        raise TrainingError(line) from None
+    except tf.errors.DataLossError as error:
+        raise TrainingError(f"{stage}: training data {config.train_pattern}: "
+                            f"{one_line(error)}") from None
+    except _LOST_PEER as error:
+        if not run.multi_worker:
+            raise
+        kept = (f"the last checkpoint is step {last_saved}" if last_saved is not None
+                else "no checkpoint was written yet")
+        raise RunFailure(
+            f"{stage}: lost {_lost_task(error)} of the cluster at step {step + 1} "
+            f"({type(error).__name__}); {kept}. Restart every worker with the same "
+            "command to resume") from None
+
+
+def _stage_hooks(config, model, run, precise, evaluate_fn, stop):
+    """The hooks of a stage that has steps to run, in the order they are called."""
+    stage, total = config.stage, config.train_steps
+    writer = (tf.summary.create_file_writer(os.path.join(config.stage_dir, "train"))
+              if run.chief else None)
+    checkpointer = hooks.Checkpointer(
+        stage, run.manager, run.write_dir, total, config.checkpoint_every_steps, writer=writer,
+        last_saved=run.start_step if run.latest else None, remove_at_end=not run.chief)
+    progress = hooks.Progress(stage, total, run.start_step, config.batch_size,
+                              config.log_every_steps, optimizer=run.optimizer, writer=writer,
+                              enabled=run.chief)
+    stop_signal = hooks.StopSignal(stage, stop, checkpointer, total, config.stage_dir)
+    every = [hooks.FiniteLoss(stage, config.stage_dir, checkpointer), precise, progress,
+             stop_signal, checkpointer]
+    if evaluate_fn is not None and config.eval_every_steps:
+        if not run.multi_worker:
+            best = hooks.BestModel(run.manager.checkpoint, config.stage_dir, run.chief)
+            every.append(hooks.PeriodicEvaluation(stage, model, evaluate_fn,
+                                                  config.eval_every_steps, config.stage_dir,
+                                                  best))
+        elif run.chief:
+            warn(f"{stage}: fit_stage.eval_every_steps is ignored under "
+                 "MultiWorkerMirroredStrategy; evaluate the saved checkpoints with "
+                 "lgd_tf.evaluate")
+    return _Hooks(every, progress, stop_signal, checkpointer)
+
+
+def _result(config, run, step, seconds, progress, precise):
+    """The `StageResult` of a stage that ran (and the count of bad records it skipped)."""
+    skipped = run.skips.count if run.skips is not None else 0
+    if skipped and run.chief:
+        print(f"{config.stage}: {skipped} bad records skipped (ignore_errors; each named "
+              "above)")
+    sys.stdout.flush()
+    return StageResult(config.stage, step, run.start_step, seconds, progress.recent_loss(),
+                       progress.last.get("top1", float("nan")),
+                       (step - run.start_step) * config.batch_size / max(seconds, 1e-9),
+                       skipped, precise.batches)
 
 
 def _restore(checkpoint, path, stage, stage_dir):

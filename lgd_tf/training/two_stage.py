@@ -12,6 +12,7 @@ run.json: a rerun with another model or other classes is refused.
 
 import collections
 import contextlib
+import functools
 import os
 
 import keras
@@ -162,44 +163,19 @@ def fit_two_stage(model_dir, strategy, sources, *, model_fn=None, stages=STAGES,
     Returns:
         ({stage: StageResult}, the last stage's model).
     """
-    if model_fn is None:
-        raise TrainingError("set fit_two_stage.model_fn (gin: lgd_tf.training.fit_two_stage."
-                            "model_fn = @lgd_tf.models.lgd3d)")
-    stages = tuple(stages)
-    unknown = [s for s in stages if s not in STAGES]
-    if unknown or not stages or list(stages) != sorted(stages):
-        raise TrainingError(f"fit_two_stage.stages must be a non-empty ordered subset of "
-                            f"{STAGES}. Received: {stages}")
+    stages = _check_stages(model_fn, stages)
     run = model_dir if isinstance(model_dir, run_folder.RunFolder) else (
         run_folder.RunFolder(model_dir))
     fit_stage_fn = fit_stage_fn or loop.fit_stage
     stage_scope = stage_scope or (lambda stage: contextlib.nullcontext())
     if evaluate_fn is None and sources.eval_pattern:
-        def evaluate_fn(model, stage, **kwargs):
-            return evaluation.evaluate_video_level(run.path, sources, model, stage,
-                                                   write_files=False, **kwargs)
+        evaluate_fn = functools.partial(_evaluate_without_files, run.path, sources)
     chief = strategy_lib.is_chief(strategy)
     keras.utils.set_random_seed(seed)
-    if mixed_precision:
-        keras.mixed_precision.set_global_policy(mixed_precision)
-        warning = precision.policy_warning(mixed_precision)
-        if warning and chief:
-            warn(warning)
+    _set_policy(mixed_precision, chief)
     try:
-        # Every model first: the run folder is checked before anything is written.
-        models = {stage: _build(stage, model_fn, strategy, stage_scope, sources.num_classes)
-                  for stage in stages}
-        architectures = {stage: run_folder.model_architecture(m) for stage, m in models.items()}
-        run.check(sources.class_names, architectures)
-        spec = _video_spec(video_spec_fn, stage_scope, stages[-1], architectures[stages[-1]])
-        for model in models.values():
-            if isinstance(model, LGDClassifier):
-                model.video_spec = spec
-        if chief:
-            run.makedirs()
-            run.record(sources.class_names, architectures, video_spec=spec,
-                       data={"train_pattern": sources.train_pattern,
-                             "eval_pattern": sources.eval_pattern})
+        models = _prepare_run(run, strategy, sources, model_fn, stages, stage_scope,
+                              video_spec_fn, chief)
         results, previous, model = {}, None, None
         for stage in stages:
             model = models[stage]
@@ -214,20 +190,73 @@ def fit_two_stage(model_dir, strategy, sources, *, model_fn=None, stages=STAGES,
                     sources.num_classes, seed=seed, evaluate_fn=_bind_stage(evaluate_fn, stage),
                     stop=stop, class_names=evaluation.label_check_names(sources.class_names))
             if chief:
-                final = run.stage_model(stage)
-                if results[stage].steps > results[stage].start_step or not tf.io.gfile.exists(
-                        final):
-                    run_folder.save_model(model, final, what=run.what(final))
-                elif results[stage].precise_bn_batches:
-                    # A finished stage rerun: the saved model's statistics are the stage's.
-                    load_lgd_weights(model, final)
-                run.finish_stage(stage)
-                if after_stage is not None:
-                    after_stage(stage)
+                _finish_stage(run, stage, model, results[stage], after_stage)
             previous = model
     finally:
         keras.mixed_precision.set_global_policy("float32")
     return results, model
+
+
+def _check_stages(model_fn, stages):
+    """The stages to run, checked: a non-empty ordered subset of STAGES (and a model)."""
+    if model_fn is None:
+        raise TrainingError("set fit_two_stage.model_fn (gin: lgd_tf.training.fit_two_stage."
+                            "model_fn = @lgd_tf.models.lgd3d)")
+    stages = tuple(stages)
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown or not stages or list(stages) != sorted(stages):
+        raise TrainingError(f"fit_two_stage.stages must be a non-empty ordered subset of "
+                            f"{STAGES}. Received: {stages}")
+    return stages
+
+
+def _evaluate_without_files(model_dir, sources, model, stage, **kwargs):
+    """The default evaluation during training: video-level, no result files written."""
+    return evaluation.evaluate_video_level(model_dir, sources, model, stage, write_files=False,
+                                           **kwargs)
+
+
+def _set_policy(mixed_precision, chief):
+    """Sets the global mixed-precision policy (None: keep float32) and warns where it is slow."""
+    if not mixed_precision:
+        return
+    keras.mixed_precision.set_global_policy(mixed_precision)
+    warning = precision.policy_warning(mixed_precision)
+    if warning and chief:
+        warn(warning)
+
+
+def _prepare_run(run, strategy, sources, model_fn, stages, stage_scope, video_spec_fn, chief):
+    """Builds every stage's model first and checks the run folder against them before
+    anything is written; then records the run (chief). Returns {stage: model}."""
+    models = {stage: _build(stage, model_fn, strategy, stage_scope, sources.num_classes)
+              for stage in stages}
+    architectures = {stage: run_folder.model_architecture(m) for stage, m in models.items()}
+    run.check(sources.class_names, architectures)
+    spec = _video_spec(video_spec_fn, stage_scope, stages[-1], architectures[stages[-1]])
+    for model in models.values():
+        if isinstance(model, LGDClassifier):
+            model.video_spec = spec
+    if chief:
+        run.makedirs()
+        run.record(sources.class_names, architectures, video_spec=spec,
+                   data={"train_pattern": sources.train_pattern,
+                         "eval_pattern": sources.eval_pattern})
+    return models
+
+
+def _finish_stage(run, stage, model, result, after_stage):
+    """Saves the stage's model (chief) unless a finished stage was only rerun, then marks the
+    stage done and calls `after_stage`."""
+    final = run.stage_model(stage)
+    if result.steps > result.start_step or not tf.io.gfile.exists(final):
+        run_folder.save_model(model, final, what=run.what(final))
+    elif result.precise_bn_batches:
+        # A finished stage rerun: the saved model's statistics are the stage's.
+        load_lgd_weights(model, final)
+    run.finish_stage(stage)
+    if after_stage is not None:
+        after_stage(stage)
 
 
 def _video_spec(video_spec_fn, stage_scope, stage, architecture):
