@@ -19,7 +19,7 @@ import keras
 import tensorflow as tf
 
 from lgd_tf import data
-from lgd_tf.data import pipelines
+from lgd_tf.data import reader
 from lgd_tf.models import LGDClassifier, load_lgd_weights
 from lgd_tf.runs import run_folder
 from lgd_tf.training import evaluation, loop, precision
@@ -33,27 +33,11 @@ DataSources = collections.namedtuple(
 
 
 def _check_pattern(kind, pattern):
-    found = []
-    for part in (p.strip() for p in pattern.split(",")):
-        if tf.io.gfile.isdir(part):
-            raise TrainingError(f"the {kind} data pattern {part!r} is a folder; give a glob "
-                                f"of its shards, e.g. '{os.path.join(part, kind + '-*')}'")
-        found.extend(tf.io.gfile.glob(part))
-    found = sorted(set(found))
-    if not found:
-        raise TrainingError(f"no file matches the {kind} data pattern {pattern!r}")
-    for path in found:
-        problem = pipelines.tfrecord_problem(path)
-        if problem:
-            raise TrainingError(
-                f"the {kind} data pattern {pattern!r} matches {path}, which {problem}; give a "
-                f"glob of the TFRecord shards only, e.g. "
-                f"'{os.path.join(os.path.dirname(path), kind + '-*')}'")
-    for path in found:
-        for _ in tf.data.TFRecordDataset(path).take(1):
-            return found
-    raise TrainingError(f"the {kind} data set is empty: the {len(found)} file(s) matching "
-                        f"{pattern!r} hold no record")
+    """The files of a data flag's pattern (`reader.list_files`); TrainingError if it is bad."""
+    try:
+        return reader.list_files(pattern, kind=kind, need_records=True)
+    except ValueError as error:
+        raise TrainingError(str(error)) from None
 
 
 def data_sources(train_pattern=None, eval_pattern=None, num_classes=None,

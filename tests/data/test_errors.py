@@ -238,3 +238,59 @@ def test_folders_and_files_that_are_no_tfrecords_are_refused(tmp_path):
         eval_dataset(str(data / "s*"))
     # Damage after the first record's header is the pipeline's to report (by record).
     assert pipelines.tfrecord_problem(shard) is None
+
+
+def test_the_commands_and_the_pipelines_refuse_a_pattern_with_one_check(tmp_path):
+    """`reader.list_files` is the one pattern check: for each bad pattern the pipelines'
+    ValueError and the commands' (`data_sources`, exit 2) name the same file and reason, in
+    their own words; lines written out by hand."""
+    from lgd_tf.data import reader
+    from lgd_tf.training import two_stage
+    from lgd_tf.training.errors import TrainingError
+
+    data = tmp_path / "data"
+    (data / "sub").mkdir(parents=True)
+    helpers.write_records(data / "train-00000-of-00001.tfrecord",
+                          [(helpers.indexed_frames(4), 0, "v")])
+    (data / "class_names.txt").write_text("abseiling\nbowling\n")
+    (data / "short.tfrecord").write_bytes(b"12345")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "train-0.tfrecord").write_bytes(b"")
+    text, short, sub = data / "class_names.txt", data / "short.tfrecord", data / "sub"
+    not_tfrecord = "is not a TFRecord file (its first record's length checksum does not match)"
+    cases = [  # pattern, the pipelines' line (None: accepted), the commands' line
+        (f"{data}/c*", f"lgd_tf.data: {text} {not_tfrecord}; give a glob of the TFRecord shards "
+         f"only, e.g. '{data}/train-*'", f"the train data pattern '{data}/c*' matches {text}, "
+         f"which {not_tfrecord}; give a glob of the TFRecord shards only, e.g. "
+         f"'{data}/train-*'"),
+        (f"{data}/sh*", f"lgd_tf.data: {short} is not a TFRecord file (5 bytes, shorter than a "
+         f"record header); give a glob of the TFRecord shards only, e.g. '{data}/train-*'",
+         f"the train data pattern '{data}/sh*' matches {short}, which is not a TFRecord file "
+         f"(5 bytes, shorter than a record header); give a glob of the TFRecord shards only, "
+         f"e.g. '{data}/train-*'"),
+        (f"{data}/su*", f"lgd_tf.data: {sub} is a folder; give a glob of the TFRecord shards "
+         f"only, e.g. '{sub}/train-*'", f"the train data pattern '{data}/su*' matches {sub}, "
+         f"which is a folder; give a glob of the TFRecord shards only, e.g. '{data}/train-*'"),
+        (f"{data}/none-*", f"No file matches `file_pattern`. Received: file_pattern="
+         f"'{data}/none-*'", f"no file matches the train data pattern '{data}/none-*'"),
+        (f"{tmp_path}/empty/*", None, f"the train data set is empty: the 1 file(s) matching "
+         f"'{tmp_path}/empty/*' hold no record"),
+    ]
+    for pattern, pipeline_line, command_line in cases:
+        if pipeline_line is None:
+            assert reader.list_files(pattern) == [f"{tmp_path}/empty/train-0.tfrecord"]
+        else:
+            with pytest.raises(ValueError) as info:
+                train_dataset(pattern, 2)
+            assert str(info.value) == pipeline_line
+        with pytest.raises(TrainingError) as info:
+            two_stage.data_sources(pattern, num_classes=2, need_eval=False)
+        assert str(info.value) == command_line
+    # A folder given as the pattern itself: the commands name the pattern, the pipelines the
+    # folder they matched.
+    with pytest.raises(TrainingError, match=re.escape(
+            f"the eval data pattern '{data}' is a folder; give a glob of its shards, e.g. "
+            f"'{data}/eval-*'")):
+        two_stage.data_sources(None, str(data), num_classes=2, need_train=False)
+    with pytest.raises(ValueError, match=re.escape(f"lgd_tf.data: {data} is a folder")):
+        eval_dataset(str(data))
