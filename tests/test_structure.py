@@ -235,3 +235,13 @@ def test_the_run_folder_file_names_are_spelled_in_one_module():
     planted = ast.parse('"""Writes run.json."""\nx = f"{d}/eval_scores.npz"\n'
                         'def f():\n    raise ValueError("no class_names.txt here")\n')
     assert _file_name_literals(planted) == {"eval_scores.npz", "class_names.txt"}
+
+
+def test_every_folder_of_modules_is_a_regular_package():
+    """setuptools.find_packages ships only folders with an __init__.py: a folder of modules
+    without one imports from a checkout (as a namespace package) but is missing from the
+    wheel."""
+    folders = {p.parent for root in (PACKAGE, LEAN) for p in root.rglob("*.py")
+               if "__pycache__" not in p.parts}
+    assert PACKAGE / "runs" in folders
+    assert sorted(str(f) for f in folders if not (f / "__init__.py").is_file()) == []
