@@ -1,6 +1,6 @@
 """SequenceExample records without TensorFlow: the `tf.train` messages in a private pool.
 
-The record schema (DESIGN.md, Sec. 5.5) uses the MediaSequence keys of TF Model Garden's
+The record schema (`tfrecords/README.md`) uses the MediaSequence keys of TF Model Garden's
 video reader. A `tensorflow.SequenceExample` is plain protobuf: the messages of
 `tensorflow/core/example/{feature,example}.proto` are declared here, field for field, in a
 private `DescriptorPool` (so they never clash with TensorFlow's own registration when both

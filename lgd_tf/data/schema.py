@@ -1,4 +1,4 @@
-"""TFRecord schema: MediaSequence keys of `tf.train.SequenceExample` (DESIGN.md, Sec. 5.5).
+"""TFRecord schema: MediaSequence keys of `tf.train.SequenceExample` (`tfrecords/README.md`).
 
 The same keys TF Model Garden's video reader uses, so its records read here and ours there.
 

@@ -6,7 +6,8 @@ Static clips, letterboxed frames and padded short videos make exact temporal tie
 gradients of everything below pool1 / pool2 depended on the execution path (up to 2x the
 true value for a tie of two). `TemporalMaxPooling` is a `reduce_max` over the stacked window,
 whose gradient splits a tie evenly on every path; the entries of a tie then receive gradients
-that sum to the derivative of the maximum (DESIGN.md, "Where the paper is silent").
+that sum to the derivative of the maximum (`docs/paper_differences.md`,
+"temporal pooling").
 `FrameMaxPooling` is `MaxPool2D` on the frames folded into the batch, whose gradient goes to
 one entry of a tie on every path. Neither uses MaxPool3D, which the TFLite converter refuses
 and which has no float16 CPU kernel.

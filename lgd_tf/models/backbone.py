@@ -17,7 +17,7 @@ from lgd_tf.layers import (
 DEPTHS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
 
 # Normalisation of raw pixels 0..255: ImageNet mean / std for RGB; flow is quantised so that
-# 128 means zero motion (DESIGN.md), mapped to [-1, 1].
+# 128 means zero motion (`tfrecords/README.md`), mapped to [-1, 1].
 RGB_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 RGB_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 FLOW_MEAN = (128.0, 128.0)
@@ -104,7 +104,7 @@ def _build(*, temporal, depth, stage_blocks, base_filters, num_frames, input_cha
     inputs = keras.Input((num_frames, None, None, input_channels), name="pixels")
     x = PixelNormalization(mean, std, name="normalization")(inputs)
     x = _stem(x, base_filters, temporal, pool1_stride)
-    # g_0: global average of the stem output (Sec. 4.1 for LGD-2D; DESIGN.md for LGD-3D).
+    # g_0: global average of the stem output (Sec. 4.1 for LGD-2D; LGD-3D: paper_differences.md).
     g = keras.layers.GlobalAveragePooling3D(name="global_init")(x) if use_lgd else None
     outputs = {}
     for i, (stage, n) in enumerate(zip((2, 3, 4, 5), blocks, strict=True)):
