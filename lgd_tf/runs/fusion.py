@@ -16,6 +16,7 @@ other stream's file (`fuse_with_model_dir`) and matches the videos by `clip/medi
 """
 
 import collections
+import io
 import os
 
 import numpy as np
@@ -152,8 +153,9 @@ def modality_of(model):
     return "flow" if model.inputs[0].shape[-1] == 2 else "rgb"
 
 
-def write_video_scores(model_dir, media_ids, scores, class_names, modality):
-    """Writes `model_dir/eval_scores.npz`: every video's scores (N, K) with its media id."""
+def video_scores_npz(media_ids, scores, class_names, modality):
+    """The bytes of `eval_scores.npz`: every video's scores (N, K) with its media id, the
+    class names and the modality (read back by `read_video_scores`)."""
     scores = np.asarray(scores, np.float32)
     media_ids = [m.decode() if isinstance(m, bytes) else str(m) for m in media_ids]
     if scores.ndim != 2 or scores.shape != (len(media_ids), len(class_names)):
@@ -162,18 +164,21 @@ def write_video_scores(model_dir, media_ids, scores, class_names, modality):
             f"Received: scores {scores.shape}, {len(media_ids)} ids, {len(class_names)} names")
     if modality not in MODALITIES:
         raise ValueError(f"`modality` must be one of {MODALITIES}. Received: {modality!r}")
+    out = io.BytesIO()
+    np.savez(out, media_ids=np.array(media_ids, dtype=str), scores=scores,
+             class_names=np.array([str(c) for c in class_names], dtype=str),
+             modality=np.array(modality))
+    return out.getvalue()
+
+
+def write_video_scores(model_dir, media_ids, scores, class_names, modality):
+    """Writes `model_dir/eval_scores.npz` (`video_scores_npz`), whole or not at all."""
     from lgd_io import files
     from lgd_tf.runs import run_folder
 
+    content = video_scores_npz(media_ids, scores, class_names, modality)
     path = run_folder.eval_scores_path(model_dir)
-
-    def write(tmp):
-        with open(tmp, "wb") as f:
-            np.savez(f, media_ids=np.array(media_ids, dtype=str), scores=scores,
-                     class_names=np.array([str(c) for c in class_names], dtype=str),
-                     modality=np.array(modality))
-
-    files.atomic_write(path, write)
+    files.write_bytes(path, content)
     return path
 
 

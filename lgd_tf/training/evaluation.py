@@ -161,8 +161,8 @@ def evaluate_video_level(model_dir, sources, model=None, stage=None, *, batch_si
             run_folder.CONFUSION_PNG: figure,
             run_folder.EVAL_PREDICTIONS: _predictions_csv(media_ids, labels, predictions,
                                                           scores),
-            run_folder.EVAL_SCORES: _video_scores_npz(media_ids, video_scores,
-                                                      sources.class_names, modality),
+            run_folder.EVAL_SCORES: fusion.video_scores_npz(media_ids, video_scores,
+                                                            sources.class_names, modality),
         })
     if summary_dir is not None:
         write_summaries(summary_dir, step or 0, results, figure)
@@ -250,17 +250,6 @@ def _confusion_figure(results, matrix, class_names):
     title = (f"{results['stage'] or 'model'}: video-level top-1 {100 * results['top1']:.1f}% "
              f"({results['num_videos']} videos)")
     return metrics.confusion_figure_png(matrix, class_names, title=title)
-
-
-def _video_scores_npz(media_ids, scores, class_names, modality):
-    """eval_scores.npz: every video's scores (N, K) with its media id, the class names and
-    the modality (read back by `lgd_tf.runs.fusion.read_video_scores`)."""
-    out = io.BytesIO()
-    np.savez(out, media_ids=np.array([str(m) for m in media_ids], dtype=str),
-             scores=np.asarray(scores, np.float32),
-             class_names=np.array([str(c) for c in class_names], dtype=str),
-             modality=np.array(modality))
-    return out.getvalue()
 
 
 def _write_outputs(folder, flag, contents):
