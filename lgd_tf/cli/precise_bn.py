@@ -66,12 +66,12 @@ def training_pattern(num_batches, data_pattern, run_dir, batch_size=16):
         raise BadInput(f"--precise_bn_batches={num_batches} needs the training data, and "
                        f"{where} names none; give --precise_bn_data=GLOB of its training "
                        "TFRecord shards")
-    from lgd_tf.training import two_stage
+    from lgd_tf.data import reader
 
     flag = "--precise_bn_data" if data_pattern else "the run record's train_pattern"
     try:
-        two_stage._check_pattern("train", pattern)
-    except BadInput as error:
+        reader.list_files(pattern, kind="train", need_records=True)
+    except ValueError as error:
         raise BadInput(f"{flag}: {error}") from None
     return pattern
 
