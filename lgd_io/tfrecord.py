@@ -4,41 +4,19 @@ A TFRecord file is a sequence of records, each framed as
 `uint64 length | uint32 masked_crc32c(length) | data | uint32 masked_crc32c(data)`
 (little-endian), where the mask is the CRC-32C rotated right by 15 bits plus 0xA282EAD8
 (`tensorflow/core/lib/hash/crc32c.h`). `tf.data.TFRecordDataset` reads these files
-unchanged. CRC-32C comes from `google-crc32c` (C code) when installed, else from the
-table-driven loop below (the input pipeline uses it only to check a file's first header).
+unchanged. CRC-32C comes from `google-crc32c` (an install requirement).
 """
 
 import struct
 
+import google_crc32c
+
 from lgd_io import files
-
-try:
-    import google_crc32c as _google_crc32c
-except ImportError:  # pragma: no cover - the install requires it; kept for a bare checkout
-    _google_crc32c = None
-
-
-def _crc32c_table():
-    table = []
-    for n in range(256):
-        crc = n
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
-        table.append(crc)
-    return table
-
-
-_CRC32C = _crc32c_table()
 
 
 def crc32c(data):
     """CRC-32C (Castagnoli) of `data`."""
-    if _google_crc32c is not None:
-        return _google_crc32c.value(bytes(data))
-    crc = 0xFFFFFFFF
-    for byte in data:
-        crc = _CRC32C[(crc ^ byte) & 0xFF] ^ (crc >> 8)
-    return crc ^ 0xFFFFFFFF
+    return google_crc32c.value(bytes(data))
 
 
 def masked_crc32c(data):
