@@ -20,7 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from lgd_tf.runs import run_folder
+from lgd_io import files
 from lgd_tf.training import precise_bn
 from lgd_tf.training.errors import Interrupted, RunFailure, TrainingError, one_line
 
@@ -68,7 +68,7 @@ class Checkpointer(Hook):
             kept = (f"the last complete checkpoint (step {self.last_saved}) is kept"
                     if self.last_saved is not None else "no checkpoint was written yet")
             raise RunFailure(f"{self.stage}: cannot write checkpoint {step} in {self.write_dir}: "
-                             f"{run_folder.failure_reason(error)}; {kept}") from None
+                             f"{files.failure_reason(error)}; {kept}") from None
         if self.writer is not None:
             self.writer.flush()
         self.last_saved = step
@@ -228,7 +228,7 @@ class BestModel:
         self.top1, self.step = float(results["top1"]), int(step)
         self.manager.save(checkpoint_number=step)
         if self.chief:
-            run_folder.write_json(self.record, {"step": self.step, "top1": self.top1,
+            files.write_json(self.record, {"step": self.step, "top1": self.top1,
                                                 "top5": results["top5"]})
         return True
 
