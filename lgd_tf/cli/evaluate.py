@@ -1,4 +1,4 @@
-"""`python -m lgd_tf.evaluate --model_dir=RUN`: video-level accuracy (Sec. 5.2).
+r"""`python -m lgd_tf.evaluate --model_dir=RUN`: video-level accuracy (Sec. 5.2).
 
     python -m lgd_tf.evaluate --model_dir=runs/demo
     python -m lgd_tf.evaluate --model_dir=runs/lgd3d_r50 \

@@ -1,4 +1,4 @@
-"""`python -m lgd_tf.train --gin_file=... --model_dir=...`: two-stage training (Sec. 4.3).
+r"""`python -m lgd_tf.train --gin_file=... --model_dir=...`: two-stage training (Sec. 4.3).
 
     python -m lgd_tf.train --gin_file=lgd3d_r50.gin \
         --gin_bindings="TRAIN_PATTERN='/data/k400/train-*'" --model_dir=runs/lgd3d_r50 \
